@@ -1,0 +1,279 @@
+"""The exception tree of svckit, and the registry that carries errors across the wire.
+
+::
+
+    SvckitError
+    ├── BadMessage            a message lacks a field or has one of the wrong type (HTTP 422)
+    ├── BadRequest            a request body that is not JSON or not an object (HTTP 400)
+    ├── PayloadTooLarge       a request body over the size limit (HTTP 413)
+    ├── UnknownAction         no such action on this endpoint (HTTP 404)
+    ├── Unauthorized          a token was required and not given (HTTP 401)
+    ├── BadResult             a service returned something that is not JSON-able (HTTP 500)
+    ├── ServiceTimeout        a request took longer than the served timeout (HTTP 504)
+    ├── ServiceUnavailable    the served thing is failed or stopped (HTTP 503)
+    ├── ConfigError           a service's config is unknown or ill-typed (also a TypeError)
+    ├── WiringError           a flow cannot be composed as written (also a TypeError)
+    ├── StateError            a lifecycle step that is not allowed now
+    ├── PortInUse             the port asked for is taken (also an OSError)
+    ├── RetryExhausted        a stage asked for retries and still failed
+    ├── RemoteError           an error of a kind svckit does not know, raised by a remote service
+    └── ControlFlow           raised inside a stage to steer the flow
+        ├── StopFlow          stop here and reply with the message so far
+        ├── Retry             run this stage again after a pause
+        └── Fatal             mark the service failed; it answers 503 until restarted
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BadMessage",
+    "BadRequest",
+    "BadResult",
+    "ConfigError",
+    "ControlFlow",
+    "Fatal",
+    "PayloadTooLarge",
+    "PortInUse",
+    "RemoteError",
+    "Retry",
+    "RetryExhausted",
+    "ServiceTimeout",
+    "ServiceUnavailable",
+    "StateError",
+    "StopFlow",
+    "SvckitError",
+    "Unauthorized",
+    "UnknownAction",
+    "WiringError",
+]
+
+
+class SvckitError(Exception):
+    """Root of every error svckit raises.
+
+    ``status`` is the HTTP status the error is answered with when it crosses the wire.
+    """
+
+    status: int = 500
+
+    def __init__(self, message: str = "", **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = {k: v for k, v in details.items() if v is not None}
+        for key, value in details.items():
+            setattr(self, key, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error body sent over HTTP and ZMQ: ``{"type", "message", ...details}``."""
+        return {"type": type(self).__name__, "message": self.message, **self.details}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.details))
+
+
+def _rebuild(cls: type[SvckitError], message: str, details: dict[str, Any]) -> SvckitError:
+    return cls(message, **details)
+
+
+class BadMessage(SvckitError):
+    """A message lacks a field a service needs, or the field has the wrong type.
+
+    Attributes ``field`` and ``service`` name what was wrong and where.
+    """
+
+    status = 422
+
+    def __init__(
+        self, message: str = "", *, field: str | None = None, service: str | None = None, **details: Any
+    ) -> None:
+        super().__init__(message, field=field, service=service, **details)
+
+
+class BadRequest(SvckitError):
+    """A request body that is not valid JSON or not a JSON object."""
+
+    status = 400
+
+
+class PayloadTooLarge(SvckitError):
+    """A request body larger than the endpoint's ``max_body`` limit."""
+
+    status = 413
+
+
+class UnknownAction(SvckitError):
+    """A request for an action the endpoint does not serve."""
+
+    status = 404
+
+
+class Unauthorized(SvckitError):
+    """A request without the token the endpoint was served with."""
+
+    status = 401
+
+
+class BadResult(SvckitError):
+    """A service returned a value that cannot be sent as JSON."""
+
+    status = 500
+
+
+class ServiceTimeout(SvckitError):
+    """A request that took longer than the served ``timeout``."""
+
+    status = 504
+
+
+class ServiceUnavailable(SvckitError):
+    """The served thing is failed (after ``Fatal``) or stopped; restart it to serve again."""
+
+    status = 503
+
+
+class ConfigError(SvckitError, TypeError):
+    """A service was constructed with an unknown or ill-typed config key."""
+
+    status = 400
+
+
+class WiringError(SvckitError, TypeError):
+    """A flow cannot be composed as written (raised when composing, not at the first message)."""
+
+
+class StateError(SvckitError):
+    """A lifecycle step that is not allowed in the current state."""
+
+    status = 409
+
+
+class PortInUse(SvckitError, OSError):
+    """The port asked for is already taken by another process or socket."""
+
+
+class RetryExhausted(SvckitError):
+    """A stage raised ``Retry`` (with no cause) more often than it allowed."""
+
+
+class RemoteError(SvckitError):
+    """An error raised by a remote service, of a type svckit does not know.
+
+    ``type`` holds the remote exception's class name and ``message`` its text.
+    """
+
+    def __init__(self, message: str = "", *, type: str = "Exception", **details: Any) -> None:  # noqa: A002
+        super().__init__(message, type=type, **details)
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}" if self.message else str(self.type)
+
+    def to_dict(self) -> dict[str, Any]:
+        body = dict(self.details)
+        body["message"] = self.message
+        return body
+
+
+class ControlFlow(SvckitError):
+    """Base of the exceptions a stage raises to steer its flow."""
+
+
+class StopFlow(ControlFlow):
+    """Raised inside a stage: stop the flow here and reply with the message so far.
+
+    The stop is counted in the served metrics; it is not an error.
+    """
+
+    status = 200
+
+
+class Retry(ControlFlow):
+    """Raised inside a stage: run the stage again after ``after`` seconds, at most ``max`` times.
+
+    Raise it ``from`` the exception that caused it: when the retries run out, that cause
+    is what the caller sees.
+
+    Examples
+    --------
+    >>> import svckit as sk
+    >>> calls = []
+    >>> @sk.service
+    ... def flaky(x: int) -> dict:
+    ...     calls.append(x)
+    ...     if len(calls) < 3:
+    ...         raise sk.Retry(after=0, max=5)
+    ...     return {"tries": len(calls)}
+    >>> flaky(x=1)["tries"]
+    3
+    """
+
+    def __init__(self, message: str = "", *, after: float = 0.1, max: int = 3) -> None:  # noqa: A002
+        if after < 0:
+            raise ValueError(f"Retry(after={after!r}): the pause must be zero or more seconds.")
+        if max < 1:
+            raise ValueError(f"Retry(max={max!r}): allow at least one retry.")
+        super().__init__(message or f"retry after {after} s, at most {max} times")
+        self.after = after
+        self.max = max
+        self.details = {}
+
+
+class Fatal(ControlFlow):
+    """Raised inside a stage: mark the served thing failed.
+
+    Its endpoints answer 503 until ``Served.restart()``.
+    """
+
+    status = 503
+
+
+_KNOWN: dict[str, type[SvckitError]] = {}
+
+
+def _register_all() -> None:
+    stack: list[type[SvckitError]] = [SvckitError]
+    while stack:
+        cls = stack.pop()
+        _KNOWN[cls.__name__] = cls
+        stack.extend(cls.__subclasses__())
+
+
+def error_body(exc: BaseException, **extra: Any) -> dict[str, Any]:
+    """The JSON error body for any exception: svckit's own details, or its type and text."""
+    if isinstance(exc, SvckitError):
+        body = exc.to_dict()
+    else:
+        body = {"type": type(exc).__name__, "message": str(exc)}
+    for key, value in extra.items():
+        if value is not None:
+            body.setdefault(key, value)
+    return body
+
+
+def status_of(exc: BaseException) -> int:
+    """The HTTP status an exception is answered with: its own, or 500 for user errors."""
+    return exc.status if isinstance(exc, SvckitError) else 500
+
+
+def from_body(body: Any, status: int | None = None) -> SvckitError:
+    """Rebuild an exception from an error body that came over the wire.
+
+    A type svckit knows comes back as that class; any other as ``RemoteError``.
+    """
+    if not _KNOWN:
+        _register_all()
+    if not isinstance(body, dict):
+        return RemoteError(f"unreadable error reply: {body!r}", type="Error", status=status)
+    kind = str(body.get("type", "Error"))
+    message = str(body.get("message", ""))
+    details = {k: v for k, v in body.items() if k not in ("type", "message")}
+    cls = _KNOWN.get(kind)
+    if cls is None or cls is RemoteError:
+        return RemoteError(message, type=kind, **details)
+    try:
+        if cls is Retry:
+            return RemoteError(message, type=kind, **details)
+        return cls(message, **details)
+    except TypeError:
+        return RemoteError(message, type=kind, **details)

@@ -1,0 +1,323 @@
+"""Flows: immutable chains of services built with ``>>``, plus ``branch`` and ``parallel``.
+
+A flow is itself a service. Composition validates the wiring at once; running passes
+one message dict through each stage in turn (see ``service.merge`` for the rules).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from .errors import BadMessage, WiringError
+from .service import Params, Service, check_name, lift
+
+__all__ = ["Branch", "Flow", "Parallel", "branch", "parallel"]
+
+
+def _run_all(runs: tuple[Callable[[dict[str, Any]], None], ...], msg: dict[str, Any]) -> None:
+    for run in runs:
+        run(msg)
+
+
+class Flow(Service):
+    """Services run one after another on the same message: what ``a >> b`` builds.
+
+    A flow is immutable: ``a >> b`` returns a new flow and changes neither side.
+
+    Examples
+    --------
+    >>> import svckit as sk
+    >>> @sk.service
+    ... def parse(text: str) -> dict:
+    ...     return {"words": text.split()}
+    >>> @sk.service
+    ... def count(words: list[str]) -> dict:
+    ...     return {"n": len(words)}
+    >>> flow = parse >> count
+    >>> flow
+    <Flow parse >> count>
+    >>> flow(text="a b c")
+    {'text': 'a b c', 'words': ['a', 'b', 'c'], 'n': 3}
+    """
+
+    def __init__(self, *stages: Any, name: str | None = None) -> None:
+        if not stages:
+            raise WiringError("A flow needs at least one stage.")
+        lifted = tuple(lift(s) for s in stages)
+        assert all(s is not None for s in lifted)
+        _check_roles(lifted)  # type: ignore[arg-type]
+        self.stages: tuple[Service, ...] = lifted  # type: ignore[assignment]
+        self.named = name is not None
+        self.name = check_name(name, "flow name") if name else "_".join(s.name for s in self.stages)
+        self.output = self.name
+        self.config = {}
+        self._params = None
+        self._actions = {}
+        self.is_async = any(s.is_async for s in self.stages)
+        self.concurrent = any(s.concurrent for s in self.stages)
+        self.role = "source" if self.stages[0].role == "source" else "stage"  # type: ignore[misc]
+        self._runs = tuple(s.run for s in self.stages)
+        self._segments = _segments(self.stages)
+
+    @classmethod
+    def chain(cls, left: Service, right: Service) -> Flow:
+        """``left >> right``; anonymous flows on either side are flattened."""
+        parts: list[Service] = []
+        for side in (left, right):
+            if isinstance(side, Flow) and not side.named:
+                parts.extend(side.stages)
+            else:
+                parts.append(side)
+        return cls(*parts)
+
+    def named_as(self, name: str) -> Flow:
+        """A copy of this flow under another name (the name it is served and drawn as)."""
+        return Flow(*self.stages, name=name)
+
+    def run(self, msg: dict[str, Any]) -> None:
+        if self.is_async:
+            from .runtime import runtime
+
+            rt = runtime()
+            rt.call(self.arun(msg, rt))
+            return
+        for run in self._runs:
+            run(msg)
+
+    async def arun(self, msg: dict[str, Any], rt: Any) -> None:
+        for kind, item in self._segments:
+            if kind:
+                await item.arun(msg, rt)
+            else:
+                await rt.blocking(_run_all, item, msg)
+
+    def leaves(self) -> Iterator[Service]:
+        for stage in self.stages:
+            yield from stage.leaves()
+
+    def actions(self) -> dict[str, tuple[Callable[..., Any], Params]]:
+        found: dict[str, tuple[Callable[..., Any], Params]] = {}
+        seen: set[int] = set()
+        for leaf in self.leaves():
+            if id(leaf) in seen:
+                continue
+            seen.add(id(leaf))
+            for action, entry in leaf.actions().items():
+                if action in found:
+                    raise WiringError(f"Flow {self.name!r}: two stages declare the action {action!r}.")
+                found[action] = entry
+        return found
+
+    def input_params(self) -> list[Params]:
+        return self.stages[0].input_params()
+
+    def describe(self) -> str:
+        return " >> ".join(_short(s) for s in self.stages)
+
+    def __repr__(self) -> str:
+        head = f"{self.name}: " if self.named else ""
+        return f"<Flow {head}{self.describe()}>"
+
+
+def _short(s: Service) -> str:
+    if isinstance(s, Flow):
+        return s.name if s.named else f"({s.describe()})"
+    if isinstance(s, Branch | Parallel):
+        return s.describe()
+    return s.name
+
+
+def _segments(stages: tuple[Service, ...]) -> tuple[tuple[bool, Any], ...]:
+    """Group runs of plain synchronous stages so each run is one hop to the worker pool."""
+    out: list[tuple[bool, Any]] = []
+    pending: list[Callable[[dict[str, Any]], None]] = []
+    for stage in stages:
+        if stage.concurrent:
+            if pending:
+                out.append((False, tuple(pending)))
+                pending = []
+            out.append((True, stage))
+        else:
+            pending.append(stage.run)
+    if pending:
+        out.append((False, tuple(pending)))
+    return tuple(out)
+
+
+def _check_roles(stages: tuple[Service, ...]) -> None:
+    for i, stage in enumerate(stages):
+        role = stage.role
+        if role == "source" and i:
+            raise WiringError(f"{stage.name!r} is a source: it can only stand first in a flow, not at place {i + 1}.")
+        if role == "stage" and getattr(stage, "_params", True) is None and not isinstance(
+            stage, Flow | Branch | Parallel
+        ):
+            if not callable(getattr(stage, "loop", None)) or i:
+                raise WiringError(
+                    f"Service {stage.name!r} has no process() method, so it cannot take messages in a flow."
+                )
+
+
+class Branch(Service):
+    """Route each message by the value of one of its fields; see ``branch``."""
+
+    def __init__(
+        self, key: str, routes: Mapping[Any, Any], default: Any = None, *, name: str | None = None
+    ) -> None:
+        if not isinstance(key, str):
+            raise WiringError(f"branch() routes by a field name (a str), got {type(key).__name__}.")
+        if not isinstance(routes, Mapping) or not routes:
+            raise WiringError("branch() needs a non-empty dict mapping field values to services.")
+        self.key = key
+        self.routes: dict[Any, Service] = {}
+        for value, target in routes.items():
+            svc = lift(target, strict=False)
+            if svc is None:
+                raise WiringError(
+                    f"branch({key!r}): the route for {value!r} is a {type(target).__name__}, not a service."
+                )
+            self.routes[value] = svc
+        self.default = lift(default) if default is not None else None
+        targets = list(self.routes.values()) + ([self.default] if self.default else [])
+        for t in targets:
+            if t.role != "stage":
+                raise WiringError(f"branch({key!r}): {t.name!r} is a {t.role}; routes must be stages.")
+        self.name = check_name(name or f"branch_{key}", "branch name")
+        self.output = self.name
+        self.config = {}
+        self._params = None
+        self._actions = {}
+        self.is_async = any(t.is_async for t in targets)
+        self.concurrent = any(t.concurrent for t in targets)
+
+    def pick(self, msg: Mapping[str, Any]) -> Service:
+        if self.key not in msg:
+            if self.default is not None:
+                return self.default
+            raise BadMessage(
+                f"Branch {self.name!r} routes by field {self.key!r}, which the message lacks.",
+                field=self.key,
+                service=self.name,
+            )
+        value = msg[self.key]
+        try:
+            target = self.routes.get(value)
+        except TypeError:
+            target = None
+        if target is None:
+            target = self.default
+        if target is None:
+            choices = ", ".join(map(repr, self.routes))
+            raise BadMessage(
+                f"Branch {self.name!r}: field {self.key!r} is {value!r}; expected one of {choices}.",
+                field=self.key,
+                service=self.name,
+            )
+        return target
+
+    def run(self, msg: dict[str, Any]) -> None:
+        self.pick(msg).run(msg)
+
+    async def arun(self, msg: dict[str, Any], rt: Any) -> None:
+        await self.pick(msg).arun(msg, rt)
+
+    def leaves(self) -> Iterator[Service]:
+        for t in self.routes.values():
+            yield from t.leaves()
+        if self.default is not None:
+            yield from self.default.leaves()
+
+    def describe(self) -> str:
+        routes = ", ".join(f"{v!r}: {_short(t)}" for v, t in self.routes.items())
+        if self.default is not None:
+            routes += f", default: {_short(self.default)}"
+        return f"branch({self.key!r}, {{{routes}}})"
+
+    def __repr__(self) -> str:
+        return f"<Branch {self.describe()}>"
+
+
+class Parallel(Service):
+    """Run several services on copies of one message and merge what they add; see ``parallel``."""
+
+    def __init__(self, *branches: Any, name: str | None = None) -> None:
+        if len(branches) < 2:
+            raise WiringError("parallel() needs at least two services to fan out to.")
+        self.branches = tuple(lift(b) for b in branches)
+        for b in self.branches:
+            assert b is not None
+            if b.role != "stage":
+                raise WiringError(f"parallel(): {b.name!r} is a {b.role}; only stages can run in parallel.")
+        self.name = check_name(name or "parallel_" + "_".join(b.name for b in self.branches), "name")  # type: ignore[union-attr]
+        self.output = self.name
+        self.config = {}
+        self._params = None
+        self._actions = {}
+        self.is_async = any(b.is_async for b in self.branches)  # type: ignore[union-attr]
+        self.concurrent = True
+
+    @staticmethod
+    def _merge(msg: dict[str, Any], copies: list[dict[str, Any]]) -> None:
+        before = dict(msg)
+        for copy in copies:
+            for key, value in copy.items():
+                if key not in before or before[key] is not value:
+                    msg[key] = value
+
+    def run(self, msg: dict[str, Any]) -> None:
+        if self.is_async:
+            from .runtime import runtime
+
+            rt = runtime()
+            rt.call(self.arun(msg, rt))
+            return
+        copies = []
+        for b in self.branches:
+            copy = dict(msg)
+            b.run(copy)  # type: ignore[union-attr]
+            copies.append(copy)
+        self._merge(msg, copies)
+
+    async def arun(self, msg: dict[str, Any], rt: Any) -> None:
+        copies = [dict(msg) for _ in self.branches]
+        results = await asyncio.gather(
+            *(b.arun(c, rt) for b, c in zip(self.branches, copies, strict=True)),  # type: ignore[union-attr]
+            return_exceptions=True,
+        )
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        self._merge(msg, copies)
+
+    def leaves(self) -> Iterator[Service]:
+        for b in self.branches:
+            yield from b.leaves()  # type: ignore[union-attr]
+
+    def input_params(self) -> list[Params]:
+        return [p for b in self.branches for p in b.input_params()]  # type: ignore[union-attr]
+
+    def describe(self) -> str:
+        return "parallel(" + ", ".join(_short(b) for b in self.branches) + ")"  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"<Parallel {self.describe()}>"
+
+
+def branch(key: str, routes: Mapping[Any, Any], default: Any = None, *, name: str | None = None) -> Branch:
+    """Route by the value of field ``key``: ``sk.branch("kind", {"img": f, "txt": g}, default=h)``.
+
+    A message whose ``key`` matches no route goes to ``default``; with no default it is
+    a ``BadMessage`` naming the field.
+    """
+    return Branch(key, routes, default, name=name)
+
+
+def parallel(*services: Any, name: str | None = None) -> Parallel:
+    """Fan out to several services on copies of the message and merge what each adds.
+
+    ``a >> sk.parallel(b, c) >> d``: on the runtime the branches run concurrently; when
+    two branches set the same key, the later one in the list wins.
+    """
+    return Parallel(*services, name=name)

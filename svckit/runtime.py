@@ -1,0 +1,206 @@
+"""The kernel's one background runtime: a daemon thread running its own asyncio loop.
+
+Sockets, servers and tasks live on the runtime thread. The notebook's thread crosses
+over only through ``Runtime.call``/``Runtime.submit``, which refuse to be called from
+the runtime thread itself (that would deadlock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .errors import StateError
+
+if TYPE_CHECKING:
+    from .served import Served
+
+__all__ = ["Runtime", "runtime", "shutdown"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_current: Runtime | None = None
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    if os.environ.get("SVCKIT_LOOP", "uvloop") == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # uvloop is optional (uvicorn[standard] brings it on Linux and macOS)
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+class Runtime:
+    """A daemon thread with its own asyncio loop and a worker pool for blocking code.
+
+    Get the process's runtime with ``sk.runtime()``; it starts on first use and stops
+    with ``sk.shutdown()`` or at interpreter exit.
+
+    Examples
+    --------
+    >>> import svckit as sk
+    >>> async def add(a, b):
+    ...     return a + b
+    >>> sk.runtime().call(add(1, 2))
+    3
+    """
+
+    def __init__(self, workers: int = 32) -> None:
+        self.loop = _new_loop()
+        self.pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="svckit-worker")
+        self.served: dict[str, Served] = {}
+        self.endpoints: dict[tuple[str, str, int], Any] = {}
+        self.zmq_context: Any = None
+        self._closed = False
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._main, name="svckit-runtime", daemon=True)
+        self.thread.start()
+        self._ready.wait()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._ready.set)
+        try:
+            self.loop.run_forever()
+        finally:
+            try:
+                pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            finally:
+                self.loop.close()
+
+    # -- crossing over -------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """True while the loop thread is alive and accepting work."""
+        return not self._closed and self.thread.is_alive()
+
+    def in_runtime(self) -> bool:
+        """True when called from the runtime's own thread."""
+        return threading.get_ident() == self.thread.ident
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule ``coro`` on the runtime loop; return a ``concurrent.futures.Future``."""
+        if not self.running:
+            coro.close()
+            raise StateError("The svckit runtime is shut down; call sk.runtime() to start a new one.")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call(self, coro: Coroutine[Any, Any, T] | Callable[[], T], timeout: float | None = None) -> T:
+        """Run a coroutine (or a plain function) on the runtime loop and wait for its result.
+
+        Refuses to run on the runtime thread itself, where waiting would deadlock.
+        """
+        if self.in_runtime():
+            if asyncio.iscoroutine(coro):
+                coro.close()
+            raise StateError(
+                "Runtime.call() was called from the runtime's own thread, where waiting would "
+                "deadlock; await the coroutine there instead."
+            )
+        if not asyncio.iscoroutine(coro):
+            fn = coro
+
+            async def wrapper() -> Any:
+                return fn()  # type: ignore[operator]
+
+            coro = wrapper()
+        future = self.submit(coro)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+    def blocking(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
+        """Run blocking ``fn(*args)`` in the worker pool; await the result on the loop."""
+        return self.loop.run_in_executor(self.pool, fn, *args)
+
+    # -- ending ------------------------------------------------------------
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop every served thing, release every port, stop the loop and join the thread."""
+        if self._closed:
+            return
+        if self.in_runtime():
+            raise StateError("sk.shutdown() cannot run on the runtime's own thread.")
+        for served in list(self.served.values()):
+            with contextlib.suppress(Exception):
+                served.stop(timeout=timeout)
+        if self.thread.is_alive():
+            with contextlib.suppress(Exception):
+                self.call(self._close_all(), timeout=timeout)
+        self._closed = True
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _close_all(self) -> None:
+        for endpoint in list(self.endpoints.values()):
+            with contextlib.suppress(Exception):
+                await endpoint.close()
+        self.endpoints.clear()
+        if self.zmq_context is not None:
+            self.zmq_context.destroy(linger=0)
+            self.zmq_context = None
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<Runtime {state}, {len(self.served)} served>"
+
+
+def runtime() -> Runtime:
+    """The process's background runtime, started on first use."""
+    global _current
+    rt = _current
+    if rt is not None and rt.running:
+        return rt
+    with _lock:
+        if _current is None or not _current.running:
+            _current = Runtime()
+            if not _atexit_registered.is_set():
+                atexit.register(_at_exit)
+                _atexit_registered.set()
+        return _current
+
+
+_atexit_registered = threading.Event()
+
+
+def current() -> Runtime | None:
+    """The running runtime, or None (never starts one)."""
+    rt = _current
+    return rt if rt is not None and rt.running else None
+
+
+def shutdown(timeout: float = 5.0) -> None:
+    """Stop everything served, release every port and stop the runtime thread.
+
+    Safe to call more than once; the next ``sk.serve`` or ``sk.runtime()`` starts afresh.
+    """
+    global _current
+    with _lock:
+        rt, _current = _current, None
+    if rt is not None:
+        rt.shutdown(timeout)
+
+
+def _at_exit() -> None:
+    with contextlib.suppress(Exception):
+        shutdown(timeout=2.0)

@@ -1,0 +1,598 @@
+"""Serving: ``serve()`` and the ``Served`` handle, its lifecycle and its request handling.
+
+``Served.handle`` is the one place a request becomes a reply, for every transport:
+it decodes the JSON, runs the flow on the runtime, counts, and encodes the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import functools
+import inspect
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import (
+    BadMessage,
+    BadRequest,
+    BadResult,
+    Fatal,
+    PortInUse,
+    ServiceTimeout,
+    ServiceUnavailable,
+    StateError,
+    StopFlow,
+    SvckitError,
+    UnknownAction,
+    WiringError,
+    error_body,
+    status_of,
+)
+from .metrics import Metrics
+from .runtime import Runtime, runtime
+from .service import Params, Service, check_name, lift
+
+__all__ = ["Served", "State", "serve"]
+
+logger = logging.getLogger(__name__)
+
+_serve_lock = threading.RLock()
+
+
+class State(str, enum.Enum):
+    """Lifecycle of a served thing."""
+
+    CREATED = "created"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "shape", None) == ():
+        return value.item()  # numpy scalars
+    if hasattr(value, "tolist") and callable(value.tolist):
+        return value.tolist()  # numpy arrays
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def encode(obj: Any) -> bytes:
+    """Strict JSON (no NaN), with numpy, datetime and pydantic values converted."""
+    return json.dumps(obj, default=_json_default, allow_nan=False, separators=(",", ":")).encode()
+
+
+def error_reply(exc: BaseException, **extra: Any) -> tuple[int, bytes]:
+    return status_of(exc), encode({"error": error_body(exc, **extra)})
+
+
+def _check_port(value: Any, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise WiringError(f"{what}={value!r}: give a port number from 0 to 65535 (0 picks a free one), or None.")
+    return value
+
+
+def bind_tcp(host: str, port: int, what: str) -> socket.socket:
+    """Bind a listening TCP socket in the caller's thread, so "in use" is raised right here."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+            raise PortInUse(
+                f"{what} port {port} on {host} is already in use by another process or socket. "
+                f"Stop what holds it, pick another port, or pass {what.lower()}=0 for a free one.",
+                port=port,
+                host=host,
+            ) from exc
+        raise
+    return sock
+
+
+class Served:
+    """A service or flow being served by the runtime; returned by ``sk.serve``.
+
+    Examples
+    --------
+    >>> import svckit as sk
+    >>> srv = sk.serve(sk.service(lambda x: x + 1), name="inc", http=0)
+    >>> srv
+    <Served inc: running>
+    >>> sk.Client(srv.url).inc(x=1)
+    {'x': 1, 'inc': 2}
+    >>> srv.stop()
+    """
+
+    def __init__(
+        self,
+        rt: Runtime,
+        node: Service,
+        name: str,
+        *,
+        host: str,
+        timeout: float | None,
+        token: str | None,
+        max_body: int,
+        keep: int,
+    ) -> None:
+        self.runtime = rt
+        self.node = node
+        self.name = name
+        self.host = host
+        self.timeout = timeout
+        self.token = token
+        self.max_body = max_body
+        self.metrics = Metrics(keep)
+        self.state = State.CREATED
+        self.http_port: int | None = None
+        self.zmq_port: int | None = None
+        self._http: Any = None
+        self._zmq: Any = None
+        self._actions = node.actions()
+        self._gen = 0
+        self._inflight: dict[int, int] = {0: 0}
+        self._drained: dict[int, asyncio.Event] = {}
+
+    # -- facts ---------------------------------------------------------------
+    @property
+    def url(self) -> str | None:
+        """The HTTP base URL, e.g. ``http://127.0.0.1:8000``; None when not served over HTTP."""
+        if self.http_port is None:
+            return None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.http_port}"
+
+    @property
+    def zmq_url(self) -> str | None:
+        """The ZMQ address, e.g. ``tcp://127.0.0.1:5555``; None when not served over ZMQ."""
+        if self.zmq_port is None:
+            return None
+        return f"tcp://{self.host}:{self.zmq_port}"
+
+    @property
+    def actions(self) -> list[str]:
+        """The actions this serves: its name, then its ``@handle`` actions."""
+        return [self.name, *self._actions]
+
+    def params_for(self, action: str) -> list[Params]:
+        if action == self.name:
+            return self.node.input_params()
+        return [self._actions[action][1]]
+
+    def status(self) -> dict[str, Any]:
+        """State and counters, as served on ``GET /status``."""
+        return {
+            "name": self.name,
+            "state": self.state.value,
+            "actions": self.actions,
+            "http": self.url,
+            "zmq": self.zmq_url,
+            "uptime": round(time.time() - self.metrics.started, 3),
+            **self.metrics.counters(),
+        }
+
+    @property
+    def outputs(self) -> Any:
+        """Recent messages that came out of the end of the flow (pandas DataFrame, oldest first)."""
+        return self.metrics.outputs_frame()
+
+    @property
+    def traffic(self) -> Any:
+        """Recent messages in and out (pandas DataFrame: time, endpoint, direction, action, ...)."""
+        return self.metrics.traffic_frame()
+
+    def __repr__(self) -> str:
+        return f"<Served {self.name}: {self.state.value}>"
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
+
+    # -- the request path -----------------------------------------------------
+    async def handle(self, action: str, raw: bytes, via: str) -> tuple[int, bytes]:
+        """Answer one request: decode, run, count, encode. Never raises."""
+        metrics = self.metrics
+        start = time.time()
+        metrics.received_one(via, action, len(raw), start)
+        try:
+            msg = json.loads(raw) if raw else {}
+        except ValueError as exc:
+            return self._error(BadRequest(f"The request body is not valid JSON: {exc}."), via, action, start)
+        if type(msg) is not dict:
+            exc2 = BadMessage(
+                f"The request body must be a JSON object, not a JSON {type(msg).__name__}.", service=self.name
+            )
+            return self._error(exc2, via, action, start)
+        if self.state is not State.RUNNING:
+            what = "failed (a stage raised Fatal)" if self.state is State.FAILED else self.state.value
+            exc3 = ServiceUnavailable(
+                f"Service {self.name!r} is {what}; call .restart() on it to serve again.", service=self.name
+            )
+            return self._error(exc3, via, action, start)
+        gen = self._gen
+        node = self.node
+        self._inflight[gen] += 1
+        reply: dict[str, Any]
+        try:
+            if action == self.name:
+                try:
+                    if self.timeout is None:
+                        await node.arun(msg, self.runtime)
+                    else:
+                        async with asyncio.timeout(self.timeout):
+                            await node.arun(msg, self.runtime)
+                    metrics.output(msg)
+                except StopFlow:
+                    metrics.stopped += 1
+                reply = msg
+            else:
+                reply = await self._run_action(action, msg)
+        except Fatal as exc:
+            self._fail(exc)
+            return self._error(exc, via, action, start)
+        except TimeoutError:
+            exc4 = ServiceTimeout(
+                f"Service {self.name!r} did not answer within {self.timeout} s (the served timeout).",
+                service=self.name,
+            )
+            return self._error(exc4, via, action, start)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return self._error(exc, via, action, start)
+        finally:
+            self._done(gen)
+        try:
+            body = encode(reply)
+        except (TypeError, ValueError) as exc:
+            bad = BadResult(
+                f"The reply of {self.name!r} cannot be sent as JSON: {exc}. "
+                "Return dicts of str, numbers, bools, None, lists and dicts.",
+                service=self.name,
+            )
+            return self._error(bad, via, action, start)
+        metrics.replied_one(via, action, len(body), start, time.time(), 200)
+        return 200, body
+
+    async def _run_action(self, action: str, msg: dict[str, Any]) -> dict[str, Any]:
+        fn, params = self._actions[action]
+        kw = params.bind(msg)
+        if inspect.iscoroutinefunction(fn):
+            result = await fn(**kw)
+        else:
+            result = await self.runtime.blocking(functools.partial(fn, **kw))
+        if result is None:
+            return {}
+        if isinstance(result, Mapping):
+            return dict(result)
+        return {action: result}
+
+    def _error(self, exc: BaseException, via: str, action: str, start: float) -> tuple[int, bytes]:
+        service = getattr(exc, "service", None) or getattr(exc, "_svckit_service", None) or self.name
+        now = time.time()
+        self.metrics.error(type(exc).__name__, str(getattr(exc, "message", None) or exc), service, now)
+        if not isinstance(exc, SvckitError):
+            logger.info("service %r raised %s: %s", service, type(exc).__name__, exc)
+        status, body = error_reply(exc, service=service)
+        self.metrics.replied_one(via, action, len(body), start, now, status)
+        return status, body
+
+    def _done(self, gen: int) -> None:
+        left = self._inflight[gen] - 1
+        self._inflight[gen] = left
+        if left == 0 and gen in self._drained:
+            self._drained[gen].set()
+
+    def _fail(self, exc: BaseException) -> None:
+        self.state = State.FAILED
+        logger.warning("service %r failed: %s", self.name, exc)
+
+    async def _drain(self, gen: int, timeout: float) -> None:
+        if self._inflight.get(gen, 0) <= 0:
+            self._inflight.pop(gen, None)
+            return
+        event = self._drained.setdefault(gen, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await event.wait()
+        self._drained.pop(gen, None)
+        self._inflight.pop(gen, None)
+
+    # -- lifecycle -------------------------------------------------------------
+    def _open(self, http: int | None, zmq: int | None) -> None:
+        """Bind ports here (errors surface in the caller), then start the endpoints on the runtime."""
+        from .transports import http as http_transport
+
+        rt = self.runtime
+        self.state = State.STARTING
+        sock = None
+        endpoint = None
+        try:
+            if http is not None:
+                endpoint = rt.endpoints.get(("http", self.host, http)) if http else None
+                if endpoint is None:
+                    sock = bind_tcp(self.host, http, "HTTP")
+            _setup(self.node)
+            if http is not None:
+                if endpoint is None:
+                    assert sock is not None
+                    endpoint = http_transport.HttpEndpoint(rt, sock, self.host)
+                    rt.call(endpoint.open())
+                    sock = None
+                endpoint.attach(self)
+                self._http = endpoint
+                self.http_port = endpoint.port
+            if zmq is not None:
+                from .transports import zmq as zmq_transport
+
+                self._zmq = zmq_transport.open_endpoint(self, zmq)
+                self.zmq_port = self._zmq.port
+            self._start_sources()
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            self._close_endpoints()
+            self.state = State.STOPPED
+            with contextlib.suppress(Exception):
+                _teardown(self.node)
+            raise
+        self.state = State.RUNNING
+        rt.served[self.name] = self
+
+    def _start_sources(self) -> None:
+        if self.node.role == "source":
+            from .sources import start_pipeline
+
+            start_pipeline(self)
+
+    def _stop_sources(self) -> None:
+        if self.node.role == "source":
+            from .sources import stop_pipeline
+
+            stop_pipeline(self)
+
+    def _close_endpoints(self) -> None:
+        if self._http is not None:
+            endpoint, self._http = self._http, None
+            if endpoint.detach(self):
+                with contextlib.suppress(Exception):
+                    self.runtime.call(endpoint.close(), timeout=10)
+        if self._zmq is not None:
+            zmq_endpoint, self._zmq = self._zmq, None
+            with contextlib.suppress(Exception):
+                zmq_endpoint.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving: free the ports at once, let in-flight requests finish, run teardown.
+
+        Idempotent: stopping a stopped thing does nothing.
+        """
+        with _serve_lock:
+            if self.state in (State.STOPPED, State.CREATED, State.STOPPING):
+                return
+            self.state = State.STOPPING
+            try:
+                self._stop_sources()
+                self._close_endpoints()
+                if self.runtime.running:
+                    with contextlib.suppress(Exception):
+                        self.runtime.call(self._drain(self._gen, timeout), timeout=timeout + 1)
+                with contextlib.suppress(Exception):
+                    _teardown(self.node)
+            finally:
+                self.state = State.STOPPED
+                if self.runtime.served.get(self.name) is self:
+                    del self.runtime.served[self.name]
+
+    def start(self) -> None:
+        """Serve again after ``stop()``, on the same ports."""
+        with _serve_lock:
+            if self.state is State.RUNNING:
+                raise StateError(f"{self.name!r} is already running; use .restart() to restart it.")
+            if self.state is State.FAILED:
+                self.restart()
+                return
+            if self.state is not State.STOPPED:
+                raise StateError(f"{self.name!r} is {self.state.value}; wait for it, then start it.")
+            other = self.runtime.served.get(self.name)
+            if other is not None and other is not self:
+                raise StateError(f"Another service is now served as {self.name!r}; stop it first.")
+            if not self.runtime.running:
+                self.runtime = runtime()
+            self._open(self.http_port, self.zmq_port)
+
+    def restart(self) -> None:
+        """Teardown and set up again; a failed thing answers again. A stopped one is started."""
+        with _serve_lock:
+            if self.state is State.STOPPED:
+                self.start()
+                return
+            if self.state not in (State.RUNNING, State.FAILED):
+                raise StateError(f"{self.name!r} is {self.state.value}; wait for it, then restart it.")
+            self.state = State.STARTING
+            try:
+                self._stop_sources()
+                _teardown(self.node)
+                _setup(self.node)
+                self._start_sources()
+            except BaseException:
+                self.state = State.FAILED
+                raise
+            self.state = State.RUNNING
+
+    def replace(
+        self, node: Service, http: int | None, zmq: int | None, host: str, timeout: float | None, token: str | None
+    ) -> None:
+        """Swap in a new service or flow under the same name: same ports, nothing dropped."""
+        actions = node.actions()
+        if host != self.host:
+            raise StateError(
+                f"{self.name!r} is served on {self.host}; stop it before serving it on {host}."
+            )
+        _setup(node)
+        old_node, old_gen = self.node, self._gen
+        try:
+            self._stop_sources()
+            self._actions = actions
+            self._gen += 1
+            self._inflight[self._gen] = 0
+            self.node = node
+            self.timeout = timeout
+            self.token = token
+            if self._http is not None:
+                if http is None or (http and http != self.http_port):
+                    self._move_http(http)
+                else:
+                    self._http.attach(self)
+            elif http is not None:
+                self._move_http(http)
+            if self._zmq is not None and (zmq is None or (zmq and zmq != self.zmq_port)):
+                self._zmq.close()
+                self._zmq, self.zmq_port = None, None
+            if self._zmq is None and zmq is not None:
+                from .transports import zmq as zmq_transport
+
+                self._zmq = zmq_transport.open_endpoint(self, zmq)
+                self.zmq_port = self._zmq.port
+            self._start_sources()
+            if self.state is State.FAILED:
+                self.state = State.RUNNING
+        finally:
+            if self.runtime.running:
+                with contextlib.suppress(Exception):
+                    self.runtime.call(self._drain(old_gen, 30.0), timeout=31)
+            kept = {id(leaf) for leaf in node.leaves()}
+            with contextlib.suppress(Exception):
+                _teardown(old_node, skip=kept)
+
+    def _move_http(self, http: int | None) -> None:
+        from .transports import http as http_transport
+
+        new = None
+        if http is not None:
+            new = self.runtime.endpoints.get(("http", self.host, http)) if http else None
+            if new is None:
+                sock = bind_tcp(self.host, http, "HTTP")
+                new = http_transport.HttpEndpoint(self.runtime, sock, self.host)
+                self.runtime.call(new.open())
+        old, self._http = self._http, None
+        if old is not None and old.detach(self):
+            self.runtime.call(old.close(), timeout=10)
+        if new is not None:
+            new.attach(self)
+        self._http = new
+        self.http_port = new.port if new is not None else None
+
+
+def _setup(node: Service) -> None:
+    done: set[int] = set()
+    for leaf in node.leaves():
+        if id(leaf) in done:
+            continue
+        done.add(id(leaf))
+        if inspect.iscoroutinefunction(leaf.setup):
+            runtime().call(leaf.setup())
+        else:
+            leaf.setup()
+
+
+def _teardown(node: Service, skip: set[int] | None = None) -> None:
+    done: set[int] = set(skip or ())
+    for leaf in node.leaves():
+        if id(leaf) in done:
+            continue
+        done.add(id(leaf))
+        try:
+            if inspect.iscoroutinefunction(leaf.teardown):
+                runtime().call(leaf.teardown())
+            else:
+                leaf.teardown()
+        except Exception:
+            logger.exception("teardown of %r failed", leaf.name)
+
+
+def serve(
+    x: Any,
+    name: str | None = None,
+    http: int | None = None,
+    zmq: int | None = None,
+    host: str = "127.0.0.1",
+    *,
+    timeout: float | None = 60.0,
+    token: str | None = None,
+    max_body: int = 1 << 20,
+    keep: int = 1000,
+) -> Served:
+    """Serve a service or flow from the background runtime; returns at once.
+
+    Parameters
+    ----------
+    x
+        A service, a flow, or a plain function (wrapped as a service).
+    name
+        The name it is served under, and its action (``POST /name``); default: its own name.
+        Serving again under a name already served replaces it in place on the same ports.
+    http, zmq
+        Port numbers; ``0`` picks a free one. With neither given, HTTP on a free port.
+    host
+        The interface to bind; ``127.0.0.1`` unless you mean to expose it.
+    timeout
+        Seconds a request may take before it is answered with ``ServiceTimeout`` (504).
+    token
+        When set, requests must carry ``Authorization: Bearer <token>``.
+    max_body
+        Largest request body accepted, in bytes (larger is answered 413).
+    keep
+        How many recent outputs and traffic rows to keep for ``.outputs``/``.traffic``.
+
+    Examples
+    --------
+    >>> import svckit as sk
+    >>> srv = sk.serve(sk.service(lambda text: text.upper()), name="shout", http=0)
+    >>> sk.Client(srv.url).call("shout", text="hi")["shout"]
+    'HI'
+    >>> srv.stop()
+    """
+    node = lift(x)
+    assert node is not None
+    name = check_name(name or node.name, "served name")
+    http = _check_port(http, "http")
+    zmq = _check_port(zmq, "zmq")
+    if http is None and zmq is None and node.role != "source":
+        http = 0
+    if timeout is not None and timeout <= 0:
+        raise WiringError(f"timeout={timeout!r}: give a positive number of seconds, or None for no limit.")
+    if max_body <= 0:
+        raise WiringError(f"max_body={max_body!r}: give a positive number of bytes.")
+    rt = runtime()
+    if rt.in_runtime():
+        raise StateError("sk.serve() cannot be called from the runtime's own thread.")
+    with _serve_lock:
+        existing = rt.served.get(name)
+        if existing is not None and existing.state in (State.RUNNING, State.FAILED):
+            existing.replace(node, http, zmq, host, timeout, token)
+            return existing
+        served = Served(rt, node, name, host=host, timeout=timeout, token=token, max_body=max_body, keep=keep)
+        served._open(http, zmq)
+        return served

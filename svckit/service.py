@@ -1,0 +1,682 @@
+"""Services: the ``@service`` decorator, the ``Service`` base class and ``@handle`` actions.
+
+A service reads its parameters by name from a message (a ``dict``), validated and
+coerced from its type hints, and returns what is merged into the message. Services
+know nothing of transports: the runtime and the endpoints call ``run``/``arun``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import time
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
+
+from .errors import BadMessage, ConfigError, Retry, RetryExhausted, WiringError
+
+if TYPE_CHECKING:
+    import pydantic
+
+    from .flow import Flow
+
+__all__ = ["Service", "handle", "lift", "service"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+_EXACT = (str, int, float, bool, dict, list)
+_MISSING: Any = object()
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Return ``name`` if it can be an action in a URL path, else raise ``WiringError``."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise WiringError(
+            f"{what} {name!r} cannot be used as an action: use letters, digits, '_', '.' or '-', "
+            "starting with a letter or '_'."
+        )
+    return name
+
+
+def snake(name: str) -> str:
+    """``WordCount`` → ``word_count``; used for default names of class services."""
+    return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", name).lower()
+
+
+def _describe_type(ann: Any) -> str:
+    if ann is Any or ann is inspect.Parameter.empty:
+        return ""
+    if isinstance(ann, type) and not typing.get_args(ann):
+        return ann.__name__
+    return str(ann).replace("typing.", "")
+
+
+class Params:
+    """How one callable reads its parameters from a message.
+
+    Values whose type already is the annotated plain type (``str``, ``int``, ...) pass
+    untouched; anything else goes through a pydantic model built from the signature,
+    which coerces it or explains what is wrong.
+    """
+
+    __slots__ = (
+        "service",
+        "names",
+        "required",
+        "annotations",
+        "defaults",
+        "exact",
+        "complex",
+        "whole",
+        "_model",
+        "_fields",
+    )
+
+    def __init__(self, fn: Callable[..., Any], service: str) -> None:
+        self.service = service
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError) as exc:
+            raise WiringError(f"Service {service!r}: cannot read the signature of {fn!r}: {exc}") from exc
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception as exc:  # a forward reference that cannot be resolved
+            raise WiringError(
+                f"Service {service!r}: cannot resolve the type hints of its parameters ({exc}). "
+                "Define the types it names before the service."
+            ) from exc
+        names: list[str] = []
+        self.required: frozenset[str]
+        required = set()
+        self.annotations: dict[str, Any] = {}
+        self.defaults: dict[str, Any] = {}
+        self.whole = False
+        exact: list[tuple[str, type]] = []
+        self.complex = False
+        for p in sig.parameters.values():
+            if p.kind is p.VAR_KEYWORD:
+                self.whole = True
+                continue
+            if p.kind in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY):
+                raise WiringError(
+                    f"Service {service!r}: parameter {p.name!r} is positional-only or *args; "
+                    "a service reads its parameters by name from the message."
+                )
+            names.append(p.name)
+            ann = hints.get(p.name, Any)
+            self.annotations[p.name] = ann
+            if p.default is p.empty:
+                required.add(p.name)
+            else:
+                self.defaults[p.name] = p.default
+            if ann is Any:
+                continue
+            if ann in _EXACT:
+                exact.append((p.name, ann))
+            else:
+                self.complex = True
+        self.names = tuple(names)
+        self.required = frozenset(required)
+        self.exact = tuple(exact)
+        self._model: type[pydantic.BaseModel] | None = None
+        self._fields: dict[str, str] = {}
+
+    def model(self) -> type[pydantic.BaseModel]:
+        """The pydantic model of these parameters (built on first use)."""
+        if self._model is None:
+            import pydantic
+
+            fields: dict[str, Any] = {}
+            for i, name in enumerate(self.names):
+                ann = self.annotations[name]
+                default = self.defaults.get(name, ...)
+                fields[f"f{i}"] = (ann, pydantic.Field(default, alias=name))
+                self._fields[f"f{i}"] = name
+            config = pydantic.ConfigDict(extra="ignore", arbitrary_types_allowed=True, populate_by_name=False)
+            self._model = pydantic.create_model(  # type: ignore[call-overload]
+                _model_name(self.service), __config__=config, **fields
+            )
+        assert self._model is not None
+        return self._model
+
+    def missing(self, name: str, msg: Mapping[str, Any]) -> BadMessage:
+        have = ", ".join(sorted(map(str, msg))) or "nothing"
+        return BadMessage(
+            f"Service {self.service!r} needs field {name!r}, which the message lacks (it has: {have}).",
+            field=name,
+            service=self.service,
+        )
+
+    def bind(self, msg: Mapping[str, Any]) -> dict[str, Any]:
+        """Read this callable's keyword arguments from ``msg``, validated and coerced."""
+        kw: dict[str, Any] = {}
+        for name in self.names:
+            value = msg.get(name, _MISSING)
+            if value is _MISSING:
+                if name in self.required:
+                    raise self.missing(name, msg)
+            else:
+                kw[name] = value
+        slow = self.complex
+        if not slow:
+            for name, kind in self.exact:
+                value = kw.get(name, _MISSING)
+                if value is not _MISSING and type(value) is not kind:
+                    slow = True
+                    break
+        if slow:
+            kw = self.validate(kw)
+        if self.whole:
+            for key, value in msg.items():
+                if key not in kw:
+                    kw[key] = value
+        return kw
+
+    def validate(self, kw: dict[str, Any]) -> dict[str, Any]:
+        import pydantic
+
+        model = self.model()
+        try:
+            obj = model.model_validate(kw)
+        except pydantic.ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            field = str(err["loc"][0]) if err.get("loc") else None
+            got = kw.get(field, _MISSING) if field else _MISSING
+            shown = "" if got is _MISSING else f" (got {type(got).__name__} {_short(got)})"
+            raise BadMessage(
+                f"Service {self.service!r}: field {field!r}: {err['msg']}{shown}.",
+                field=field,
+                service=self.service,
+            ) from None
+        out = {}
+        for attr, name in self._fields.items():
+            if name in kw:
+                out[name] = getattr(obj, attr)
+        return out
+
+    def signature_text(self) -> str:
+        parts = []
+        for name in self.names:
+            t = _describe_type(self.annotations[name])
+            parts.append(f"{name}: {t}" if t else name)
+        if self.whole:
+            parts.append("**message")
+        return ", ".join(parts)
+
+
+def _model_name(service: str) -> str:
+    return "".join(p.capitalize() for p in re.split(r"[^A-Za-z0-9]+", service) if p) + "Input"
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def merge(msg: dict[str, Any], result: Any, output: str) -> None:
+    """Apply a service's return value to the message, in place (DESIGN §1 rules)."""
+    if result is None:
+        return
+    if type(result) is dict:
+        msg.update(result)
+    elif isinstance(result, Mapping):
+        msg.update(result)
+    elif hasattr(result, "model_dump") and callable(result.model_dump):
+        msg.update(result.model_dump(mode="json"))
+    else:
+        msg[output] = result
+
+
+def run_with_retry(service: Service, step: Callable[[dict[str, Any]], None], msg: dict[str, Any]) -> None:
+    """Run ``step(msg)``, running it again while it raises ``Retry`` (blocking pauses)."""
+    attempts = 0
+    while True:
+        try:
+            step(msg)
+            return
+        except Retry as retry:
+            attempts += 1
+            if attempts > retry.max:
+                raise exhausted(service, retry, attempts - 1) from retry
+            if retry.after:
+                time.sleep(retry.after)
+
+
+def exhausted(service: Service, retry: Retry, tries: int) -> BaseException:
+    cause = retry.__cause__
+    if cause is not None:
+        return cause
+    return RetryExhausted(
+        f"Service {service.name!r} asked to be retried and still failed after {tries} retries.",
+        service=service.name,
+    )
+
+
+class Service:
+    """Base class of everything that handles messages: function and class services, flows.
+
+    Subclass it to write a class service: typed class attributes are its config,
+    validated when it is constructed; ``process(self, **params)`` handles a message;
+    optional ``setup()``/``teardown()`` run when it is served and stopped;
+    ``loop(self)`` runs every ``interval`` seconds once served; methods marked
+    ``@sk.handle("reset")`` are extra actions.
+
+    Examples
+    --------
+    >>> import svckit as sk
+    >>> class Scale(sk.Service):
+    ...     factor: float = 2.0
+    ...     def process(self, x: float) -> dict:
+    ...         return {"y": x * self.factor}
+    >>> Scale(factor=3)(x=2)
+    {'x': 2, 'y': 6.0}
+    >>> Scale(factr=3)
+    Traceback (most recent call last):
+    ...
+    svckit.errors.ConfigError: Scale got an unknown config key 'factr'; its config keys are: factor.
+    """
+
+    name: str
+    output: str
+    #: True when running it needs an event loop (it has ``async def`` parts).
+    is_async: bool = False
+    #: True when it must run as its own step on the runtime (async or fans out).
+    concurrent: bool = False
+    #: What a flow may hold it as: "stage" (takes and gives messages), "source", "sink".
+    role: ClassVar[str] = "stage"
+
+    _config: ClassVar[dict[str, Any] | None] = None
+
+    def __init__(self, *, name: str | None = None, output: str | None = None, **config: Any) -> None:
+        cls = type(self)
+        values = _validate_config(cls, config)
+        for key, value in values.items():
+            setattr(self, key, value)
+        self.config = values
+        self.name = check_name(name or snake(cls.__name__), "service name")
+        self.output = output or self.name
+        process = getattr(self, "process", None)
+        self._params = Params(process, self.name) if process is not None else None
+        self.is_async = process is not None and inspect.iscoroutinefunction(process)
+        self.concurrent = self.is_async
+        self._actions = {a: Params(m, f"{self.name}.{a}") for a, m in _find_actions(self).items()}
+
+    # -- running -----------------------------------------------------------
+    def _step(self, msg: dict[str, Any]) -> None:
+        assert self._params is not None
+        merge(msg, self.process(**self._params.bind(msg)), self.output)  # type: ignore[attr-defined]
+
+    def run(self, msg: dict[str, Any]) -> None:
+        """Handle ``msg`` synchronously, updating it in place."""
+        if self._params is None:
+            raise WiringError(f"Service {self.name!r} has no process() method, so it cannot handle messages.")
+        if self.is_async:
+            from .runtime import runtime
+
+            runtime().call(self.arun(msg, runtime()))
+            return
+        run_with_retry(self, self._step, msg)
+
+    async def arun(self, msg: dict[str, Any], rt: Any) -> None:
+        """Handle ``msg`` on the runtime loop; blocking code goes to the worker pool."""
+        if not self.is_async:
+            await rt.blocking(self.run, msg)
+            return
+        assert self._params is not None
+        attempts = 0
+        while True:
+            try:
+                merge(msg, await self.process(**self._params.bind(msg)), self.output)  # type: ignore[attr-defined]
+                return
+            except Retry as retry:
+                attempts += 1
+                if attempts > retry.max:
+                    raise exhausted(self, retry, attempts - 1) from retry
+                if retry.after:
+                    import asyncio
+
+                    await asyncio.sleep(retry.after)
+
+    def __call__(self, msg: Mapping[str, Any] | None = None, /, **fields: Any) -> dict[str, Any]:
+        """Run on one message right here and return the resulting message.
+
+        ``svc(text="a b")`` and ``svc({"text": "a b"})`` are the same call.
+        """
+        from .errors import StopFlow
+
+        message = _message(self, msg, fields)
+        try:
+            self.run(message)
+        except StopFlow:
+            pass
+        return message
+
+    async def acall(self, msg: Mapping[str, Any] | None = None, /, **fields: Any) -> dict[str, Any]:
+        """Awaitable twin of calling the service: runs it on the runtime, from any loop."""
+        import asyncio
+
+        from .errors import StopFlow
+        from .runtime import runtime
+
+        message = _message(self, msg, fields)
+        rt = runtime()
+        try:
+            await asyncio.wrap_future(rt.submit(self.arun(message, rt)))
+        except StopFlow:
+            pass
+        return message
+
+    # -- lifecycle hooks -----------------------------------------------------
+    def setup(self) -> None:
+        """Called once when served, before the first message (in the worker pool)."""
+
+    def teardown(self) -> None:
+        """Called once when stopped (in the worker pool)."""
+
+    # -- structure -------------------------------------------------------------
+    def leaves(self) -> Iterator[Service]:
+        """Every leaf service inside this one (itself for a leaf)."""
+        yield self
+
+    def actions(self) -> dict[str, tuple[Callable[..., Any], Params]]:
+        """Extra actions (``@handle``) of this service, by action name."""
+        return {a: (getattr(self, _action_attr(self, a)), p) for a, p in self._actions.items()}
+
+    def describe(self) -> str:
+        """A short, deterministic one-line description."""
+        if self._params is None:
+            return self.name
+        return f"{self.name}({self._params.signature_text()})"
+
+    def input_params(self) -> list[Params]:
+        """Parameter readers of the stages a message meets first (for the OpenAPI schema)."""
+        return [self._params] if self._params is not None else []
+
+    def __repr__(self) -> str:
+        cfg = ", ".join(f"{k}={v!r}" for k, v in getattr(self, "config", {}).items())
+        return f"<Service {type(self).__name__}({cfg})>" if cfg else f"<Service {self.describe()}>"
+
+    # -- composition -----------------------------------------------------------
+    def __rshift__(self, other: Any) -> Flow:
+        from .flow import Flow
+
+        right = lift(other, strict=False)
+        if right is None:
+            return NotImplemented
+        return Flow.chain(self, right)
+
+    def __rrshift__(self, other: Any) -> Flow:
+        from .flow import Flow
+
+        left = lift(other, strict=False)
+        if left is None:
+            return NotImplemented
+        return Flow.chain(left, self)
+
+
+class FunctionService(Service):
+    """A service made from a function by ``@sk.service``.
+
+    Calling it runs it on one message; the plain function stays available as ``.fn``.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *, name: str | None = None, output: str | None = None) -> None:
+        default = getattr(fn, "__name__", None) or snake(type(fn).__name__)
+        if default == "<lambda>":
+            default = "lambda"
+        self.fn = fn
+        self.__wrapped__ = fn
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.config = {}
+        self.name = check_name(name or default, "service name")
+        self.output = output or self.name
+        self._params = Params(fn, self.name)
+        self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)
+        )
+        self.concurrent = self.is_async
+        self._actions = {}
+        self._bind = self._params.bind
+        self.return_annotation = _return_annotation(fn)
+
+    def _step(self, msg: dict[str, Any]) -> None:
+        result = self.fn(**self._bind(msg))
+        if result is None:
+            return
+        if type(result) is dict:
+            msg.update(result)
+        else:
+            merge(msg, result, self.output)
+
+    def run(self, msg: dict[str, Any]) -> None:
+        if self.is_async:
+            super().run(msg)
+            return
+        try:
+            self._step(msg)
+        except Retry:
+            run_with_retry(self, self._step, msg)
+
+    async def arun(self, msg: dict[str, Any], rt: Any) -> None:
+        if not self.is_async:
+            await rt.blocking(self.run, msg)
+            return
+        attempts = 0
+        while True:
+            try:
+                merge(msg, await self.fn(**self._bind(msg)), self.output)
+                return
+            except Retry as retry:
+                attempts += 1
+                if attempts > retry.max:
+                    raise exhausted(self, retry, attempts - 1) from retry
+                if retry.after:
+                    import asyncio
+
+                    await asyncio.sleep(retry.after)
+
+    def __repr__(self) -> str:
+        return f"<Service {self.describe()}>"
+
+
+def _return_annotation(fn: Callable[..., Any]) -> Any:
+    try:
+        return typing.get_type_hints(fn).get("return", Any)
+    except Exception:
+        return Any
+
+
+def _message(svc: Service, msg: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    if msg is None:
+        return dict(fields)
+    if not isinstance(msg, Mapping):
+        raise BadMessage(
+            f"{svc.name}() takes a message dict or keyword fields, not a {type(msg).__name__}; "
+            f"write {svc.name}(field=value). The plain function of a function service is its .fn.",
+            service=svc.name,
+        )
+    message = dict(msg)
+    message.update(fields)
+    return message
+
+
+def _action_attr(svc: Service, action: str) -> str:
+    for attr in dir(type(svc)):
+        member = getattr(type(svc), attr, None)
+        if getattr(member, "_svckit_action", None) == action:
+            return attr
+    raise KeyError(action)
+
+
+def _find_actions(svc: Service) -> dict[str, Callable[..., Any]]:
+    found: dict[str, Callable[..., Any]] = {}
+    for attr in dir(type(svc)):
+        if attr.startswith("__"):
+            continue
+        member = getattr(type(svc), attr, None)
+        action = getattr(member, "_svckit_action", None)
+        if action is None:
+            continue
+        if action in found:
+            raise WiringError(f"Service class {type(svc).__name__} declares action {action!r} twice.")
+        found[action] = getattr(svc, attr)
+    return found
+
+
+_BASE_NAMES: frozenset[str] = frozenset()
+
+
+def _config_fields(cls: type[Service]) -> dict[str, tuple[Any, Any]]:
+    """The typed class attributes of a user's Service subclass: name → (type, default)."""
+    cached = cls.__dict__.get("_config")
+    if cached is not None:
+        return cached
+    global _BASE_NAMES
+    if not _BASE_NAMES:
+        _BASE_NAMES = frozenset(dir(Service)) | {"config", "fn", "is_async", "concurrent"}
+    fields: dict[str, tuple[Any, Any]] = {}
+    if callable(getattr(cls, "loop", None)):
+        fields["interval"] = (float, 1.0)
+    for klass in reversed(cls.__mro__):
+        if klass is object or klass.__module__.startswith("svckit"):
+            continue
+        try:
+            hints = inspect.get_annotations(klass, eval_str=True)
+        except Exception as exc:
+            raise ConfigError(
+                f"Service class {klass.__name__}: cannot resolve the type of its config ({exc}). "
+                "Define the types it names before the class."
+            ) from exc
+        for key, ann in hints.items():
+            if key.startswith("_") or typing.get_origin(ann) is ClassVar or ann is ClassVar:
+                continue
+            if key in _BASE_NAMES and key != "interval":
+                raise ConfigError(
+                    f"Service class {klass.__name__}: config key {key!r} is a name svckit's Service "
+                    "uses itself; rename it."
+                )
+            default = klass.__dict__.get(key, ...)
+            fields[key] = (ann, default)
+        if "interval" in fields and "interval" in klass.__dict__ and "interval" not in hints:
+            fields["interval"] = (float, klass.__dict__["interval"])
+    cls._config = fields
+    return fields
+
+
+def _validate_config(cls: type[Service], config: dict[str, Any]) -> dict[str, Any]:
+    fields = _config_fields(cls)
+    unknown = [k for k in config if k not in fields]
+    if unknown:
+        keys = ", ".join(fields) or "none"
+        raise ConfigError(
+            f"{cls.__name__} got an unknown config key {unknown[0]!r}; its config keys are: {keys}."
+        )
+    if not fields:
+        return {}
+    model = cls.__dict__.get("_config_model")
+    import pydantic
+
+    if model is None:
+        spec = {k: (t, pydantic.Field(d)) for k, (t, d) in fields.items()}
+        if "interval" in spec:
+            spec["interval"] = (float, pydantic.Field(fields["interval"][1], gt=0))
+        model = pydantic.create_model(  # type: ignore[call-overload]
+            f"{cls.__name__}Config",
+            __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=()),
+            **spec,
+        )
+        cls._config_model = model  # type: ignore[attr-defined]
+    try:
+        obj = model.model_validate(config)
+    except pydantic.ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        key = ".".join(map(str, err.get("loc", ()))) or "?"
+        if err.get("type") == "missing":
+            raise ConfigError(f"{cls.__name__} needs config key {key!r}: {cls.__name__}({key}=...).") from None
+        got = config.get(str(err["loc"][0]), _MISSING) if err.get("loc") else _MISSING
+        shown = "" if got is _MISSING else f" (got {_short(got)})"
+        raise ConfigError(f"{cls.__name__} config {key!r}: {err['msg']}{shown}.") from None
+    return {k: getattr(obj, k) for k in fields}
+
+
+@overload
+def service(fn: F, /) -> FunctionService: ...
+@overload
+def service(
+    fn: None = None, /, *, name: str | None = None, output: str | None = None
+) -> Callable[[Callable[..., Any]], FunctionService]: ...
+def service(
+    fn: Callable[..., Any] | None = None, /, *, name: str | None = None, output: str | None = None
+) -> FunctionService | Callable[[Callable[..., Any]], FunctionService]:
+    """Make a service of a function: ``@sk.service`` or ``@sk.service(name=..., output=...)``.
+
+    Parameters are read by name from the incoming message and validated from the type
+    hints. A returned ``dict`` is merged into the message, ``None`` passes it on, any
+    other value is stored under ``output`` (default: the function's name).
+
+    Examples
+    --------
+    >>> import svckit as sk
+    >>> @sk.service
+    ... def parse(text: str) -> dict:
+    ...     return {"words": text.split()}
+    >>> parse(text="a b")
+    {'text': 'a b', 'words': ['a', 'b']}
+    >>> parse
+    <Service parse(text: str)>
+    """
+
+    def wrap(f: Callable[..., Any]) -> FunctionService:
+        if isinstance(f, Service):
+            raise WiringError(f"{f!r} is already a service; @sk.service goes on a plain function.")
+        if not callable(f):
+            raise WiringError(f"@sk.service needs a function, got {type(f).__name__}.")
+        return FunctionService(f, name=name, output=output)
+
+    if fn is not None:
+        return wrap(fn)
+    return wrap
+
+
+def handle(action: str | Callable[..., Any]) -> Any:
+    """Mark a method of a ``Service`` subclass as an extra action (HTTP ``POST /action``).
+
+    The method is left as it is, so it stays callable in a unit test.
+
+    Examples
+    --------
+    >>> import svckit as sk
+    >>> class Counter(sk.Service):
+    ...     def process(self) -> dict:
+    ...         return {}
+    ...     @sk.handle("reset")
+    ...     def reset(self) -> dict:
+    ...         return {"reset": True}
+    >>> sorted(Counter().actions())
+    ['reset']
+    """
+    if callable(action):
+        action._svckit_action = check_name(action.__name__, "action")  # type: ignore[attr-defined]
+        return action
+    name = check_name(action, "action")
+
+    def mark(method: F) -> F:
+        method._svckit_action = name  # type: ignore[attr-defined]
+        return method
+
+    return mark
+
+
+def lift(obj: Any, *, strict: bool = True) -> Service | None:
+    """A ``Service`` for ``obj``: services pass through, plain callables are wrapped."""
+    if isinstance(obj, Service):
+        return obj
+    if callable(obj) and not isinstance(obj, type):
+        return FunctionService(obj)
+    if strict:
+        raise WiringError(
+            f"Cannot use a {type(obj).__name__} as a stage: use a function, an sk.service or an sk.Service."
+        )
+    return None

@@ -1,0 +1,1 @@
+"""Transports: how served things are reached (HTTP, ZeroMQ)."""
