@@ -14,7 +14,7 @@ import typing
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
-from .errors import BadMessage, ConfigError, Retry, RetryExhausted, WiringError
+from .errors import BadMessage, ConfigError, ControlFlow, Retry, RetryExhausted, WiringError
 
 if TYPE_CHECKING:
     import pydantic
@@ -244,6 +244,16 @@ def run_with_retry(service: Service, step: Callable[[dict[str, Any]], None], msg
                 time.sleep(retry.after)
 
 
+def _tag(exc: BaseException, name: str) -> BaseException:
+    """Remember the innermost service an exception came from (for error rows and replies)."""
+    if not isinstance(exc, ControlFlow) and not hasattr(exc, "_svckit_service"):
+        try:
+            exc._svckit_service = name  # type: ignore[attr-defined]
+        except AttributeError:  # exceptions with __slots__
+            pass
+    return exc
+
+
 def exhausted(service: Service, retry: Retry, tries: int) -> BaseException:
     cause = retry.__cause__
     if cause is not None:
@@ -317,7 +327,11 @@ class Service:
 
             runtime().call(self.arun(msg, runtime()))
             return
-        run_with_retry(self, self._step, msg)
+        try:
+            run_with_retry(self, self._step, msg)
+        except Exception as exc:
+            _tag(exc, self.name)
+            raise
 
     async def arun(self, msg: dict[str, Any], rt: Any) -> None:
         """Handle ``msg`` on the runtime loop; blocking code goes to the worker pool."""
@@ -333,11 +347,16 @@ class Service:
             except Retry as retry:
                 attempts += 1
                 if attempts > retry.max:
-                    raise exhausted(self, retry, attempts - 1) from retry
+                    raise _tag(exhausted(self, retry, attempts - 1), self.name) from retry
                 if retry.after:
                     import asyncio
 
                     await asyncio.sleep(retry.after)
+            except ControlFlow:
+                raise
+            except Exception as exc:
+                _tag(exc, self.name)
+                raise
 
     def __call__(self, msg: Mapping[str, Any] | None = None, /, **fields: Any) -> dict[str, Any]:
         """Run on one message right here and return the resulting message.
@@ -457,7 +476,14 @@ class FunctionService(Service):
         try:
             self._step(msg)
         except Retry:
-            run_with_retry(self, self._step, msg)
+            try:
+                run_with_retry(self, self._step, msg)
+            except Exception as exc:
+                _tag(exc, self.name)
+                raise
+        except Exception as exc:
+            _tag(exc, self.name)
+            raise
 
     async def arun(self, msg: dict[str, Any], rt: Any) -> None:
         if not self.is_async:
@@ -471,11 +497,16 @@ class FunctionService(Service):
             except Retry as retry:
                 attempts += 1
                 if attempts > retry.max:
-                    raise exhausted(self, retry, attempts - 1) from retry
+                    raise _tag(exhausted(self, retry, attempts - 1), self.name) from retry
                 if retry.after:
                     import asyncio
 
                     await asyncio.sleep(retry.after)
+            except ControlFlow:
+                raise
+            except Exception as exc:
+                _tag(exc, self.name)
+                raise
 
     def __repr__(self) -> str:
         return f"<Service {self.describe()}>"

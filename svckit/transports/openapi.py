@@ -57,6 +57,17 @@ def _schema(params: list[Params], components: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _doc(node: object) -> str:
+    """The user's docstring of a served thing: its function's, or its own class's (not svckit's)."""
+    fn = getattr(node, "fn", None)
+    if fn is not None:
+        return (getattr(fn, "__doc__", None) or "").strip()
+    cls = type(node)
+    if cls.__module__.startswith("svckit"):
+        return ""
+    return (cls.__doc__ or "").strip()
+
+
 def build(routes: dict[str, Served], prefix: str = "") -> dict[str, Any]:
     """OpenAPI 3.1 for the actions in ``routes`` (action → served thing)."""
     from .. import __version__
@@ -67,7 +78,7 @@ def build(routes: dict[str, Served], prefix: str = "") -> dict[str, Any]:
         input_name = "".join(p.capitalize() for p in action.replace("-", "_").replace(".", "_").split("_")) + "Input"
         components[input_name] = _schema(served.params_for(action), components)
         node = served.node if action == served.name else None
-        doc = (getattr(node, "__doc__", None) or "").strip() if node is not None else ""
+        doc = _doc(node) if node is not None else ""
         responses: dict[str, Any] = {
             "200": {
                 "description": "The message after the flow (or the action's result).",
