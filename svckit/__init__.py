@@ -23,6 +23,7 @@ from .errors import (
     WiringError,
 )
 from .client import Client
+from .dashboard import Dashboard, dashboard
 from .flow import Branch, Flow, Parallel, branch, parallel
 from .runtime import Runtime, runtime, shutdown
 from .served import Served, State, serve

@@ -173,6 +173,9 @@ def runtime() -> Runtime:
         return rt
     with _lock:
         if _current is None or not _current.running:
+            from .metrics import log_buffer
+
+            log_buffer()  # from now on svckit's log lines are kept for dashboards, not printed
             _current = Runtime()
             if not _atexit_registered.is_set():
                 atexit.register(_at_exit)

@@ -30,7 +30,6 @@ from .errors import (
     StateError,
     StopFlow,
     SvckitError,
-    UnknownAction,
     WiringError,
     error_body,
     status_of,
@@ -46,7 +45,7 @@ logger = logging.getLogger(__name__)
 _serve_lock = threading.RLock()
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     """Lifecycle of a served thing."""
 
     CREATED = "created"
@@ -56,8 +55,6 @@ class State(str, enum.Enum):
     STOPPED = "stopped"
     FAILED = "failed"
 
-    def __str__(self) -> str:
-        return self.value
 
 
 def _json_default(value: Any) -> Any:
@@ -202,6 +199,12 @@ class Served:
     def traffic(self) -> Any:
         """Recent messages in and out (pandas DataFrame: time, endpoint, direction, action, ...)."""
         return self.metrics.traffic_frame()
+
+    def dashboard(self, **kwargs: Any) -> Any:
+        """A live ipywidgets dashboard of this served thing (see ``sk.dashboard``)."""
+        from .dashboard import dashboard
+
+        return dashboard(self, **kwargs)
 
     def __repr__(self) -> str:
         return f"<Served {self.name}: {self.state.value}>"
@@ -455,9 +458,11 @@ class Served:
         try:
             self._stop_sources()
             self._actions = actions
-            self._gen += 1
-            self._inflight[self._gen] = 0
+            # The runtime thread reads _gen, then node, without a lock: publish the new
+            # generation's counter and node before the generation itself.
+            self._inflight[old_gen + 1] = 0
             self.node = node
+            self._gen = old_gen + 1
             self.timeout = timeout
             self.token = token
             if self._http is not None:

@@ -62,16 +62,16 @@ class Params:
     """
 
     __slots__ = (
-        "service",
-        "names",
-        "required",
+        "_fields",
+        "_model",
         "annotations",
+        "complex",
         "defaults",
         "exact",
-        "complex",
+        "names",
+        "required",
+        "service",
         "whole",
-        "_model",
-        "_fields",
     )
 
     def __init__(self, fn: Callable[..., Any], service: str) -> None:
@@ -219,29 +219,35 @@ def merge(msg: dict[str, Any], result: Any, output: str) -> None:
     """Apply a service's return value to the message, in place (DESIGN §1 rules)."""
     if result is None:
         return
-    if type(result) is dict:
+    if type(result) is dict or isinstance(result, Mapping):
         msg.update(result)
-    elif isinstance(result, Mapping):
-        msg.update(result)
-    elif hasattr(result, "model_dump") and callable(result.model_dump):
+    elif callable(getattr(result, "model_dump", None)):
         msg.update(result.model_dump(mode="json"))
     else:
         msg[output] = result
 
 
-def run_with_retry(service: Service, step: Callable[[dict[str, Any]], None], msg: dict[str, Any]) -> None:
-    """Run ``step(msg)``, running it again while it raises ``Retry`` (blocking pauses)."""
+def run_with_retry(
+    service: Service, step: Callable[[dict[str, Any]], None], msg: dict[str, Any], first: Retry | None = None
+) -> None:
+    """Run ``step(msg)``, running it again while it raises ``Retry`` (blocking pauses).
+
+    ``first`` is the ``Retry`` a try made before this was called: it counts as an attempt.
+    """
     attempts = 0
+    retry = first
     while True:
-        try:
-            step(msg)
-            return
-        except Retry as retry:
+        if retry is not None:
             attempts += 1
             if attempts > retry.max:
                 raise exhausted(service, retry, attempts - 1) from retry
             if retry.after:
                 time.sleep(retry.after)
+        try:
+            step(msg)
+            return
+        except Retry as exc:
+            retry = exc
 
 
 def _tag(exc: BaseException, name: str) -> BaseException:
@@ -296,6 +302,9 @@ class Service:
     concurrent: bool = False
     #: What a flow may hold it as: "stage" (takes and gives messages), "source", "sink".
     role: ClassVar[str] = "stage"
+    #: Messages this (leaf) service handled, and how many raised: drawn in flow pictures.
+    calls: int = 0
+    failures: int = 0
 
     _config: ClassVar[dict[str, Any] | None] = None
 
@@ -327,10 +336,12 @@ class Service:
 
             runtime().call(self.arun(msg, runtime()))
             return
+        self.calls += 1
         try:
             run_with_retry(self, self._step, msg)
         except Exception as exc:
             _tag(exc, self.name)
+            self.failures += not isinstance(exc, ControlFlow)
             raise
 
     async def arun(self, msg: dict[str, Any], rt: Any) -> None:
@@ -339,6 +350,7 @@ class Service:
             await rt.blocking(self.run, msg)
             return
         assert self._params is not None
+        self.calls += 1
         attempts = 0
         while True:
             try:
@@ -356,6 +368,7 @@ class Service:
                 raise
             except Exception as exc:
                 _tag(exc, self.name)
+                self.failures += 1
                 raise
 
     def __call__(self, msg: Mapping[str, Any] | None = None, /, **fields: Any) -> dict[str, Any]:
@@ -413,6 +426,11 @@ class Service:
         """Parameter readers of the stages a message meets first (for the OpenAPI schema)."""
         return [self._params] if self._params is not None else []
 
+    def _repr_html_(self) -> str:
+        from .display import html
+
+        return html(self)
+
     def __repr__(self) -> str:
         cfg = ", ".join(f"{k}={v!r}" for k, v in getattr(self, "config", {}).items())
         return f"<Service {type(self).__name__}({cfg})>" if cfg else f"<Service {self.describe()}>"
@@ -452,9 +470,8 @@ class FunctionService(Service):
         self.name = check_name(name or default, "service name")
         self.output = output or self.name
         self._params = Params(fn, self.name)
-        self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-            getattr(fn, "__call__", None)
-        )
+        call = type(fn).__dict__.get("__call__")  # a callable object's own method
+        self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
         self.concurrent = self.is_async
         self._actions = {}
         self._bind = self._params.bind
@@ -473,22 +490,26 @@ class FunctionService(Service):
         if self.is_async:
             super().run(msg)
             return
+        self.calls += 1
         try:
             self._step(msg)
-        except Retry:
+        except Retry as retry:
             try:
-                run_with_retry(self, self._step, msg)
+                run_with_retry(self, self._step, msg, retry)
             except Exception as exc:
                 _tag(exc, self.name)
+                self.failures += not isinstance(exc, ControlFlow)
                 raise
         except Exception as exc:
             _tag(exc, self.name)
+            self.failures += not isinstance(exc, ControlFlow)
             raise
 
     async def arun(self, msg: dict[str, Any], rt: Any) -> None:
         if not self.is_async:
             await rt.blocking(self.run, msg)
             return
+        self.calls += 1
         attempts = 0
         while True:
             try:
@@ -506,6 +527,7 @@ class FunctionService(Service):
                 raise
             except Exception as exc:
                 _tag(exc, self.name)
+                self.failures += 1
                 raise
 
     def __repr__(self) -> str:

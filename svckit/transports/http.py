@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 
-from ..errors import PayloadTooLarge, Unauthorized, UnknownAction, WiringError, error_body
+from ..errors import PayloadTooLarge, Unauthorized, UnknownAction, WiringError, error_body, status_of
 from ..served import encode
 
 if TYPE_CHECKING:
@@ -28,14 +28,7 @@ __all__ = ["HttpEndpoint"]
 logger = logging.getLogger(__name__)
 
 _JSON = "application/json"
-
-
-def _quiet_uvicorn() -> None:
-    """Keep uvicorn's log lines out of notebook cells: they go to svckit's log instead."""
-    log = logging.getLogger("uvicorn")
-    if not log.handlers:
-        log.addHandler(logging.NullHandler())
-        log.propagate = False
+_LINKS = {"status": "status", "health": "health", "openapi": "openapi.json"}
 
 
 def _http_impl() -> str:
@@ -51,7 +44,7 @@ def _json(status: int, body: bytes, headers: dict[str, str] | None = None) -> Re
 
 
 def _error(exc: BaseException, status: int | None = None, headers: dict[str, str] | None = None) -> Response:
-    return _json(status or getattr(exc, "status", 500), encode({"error": error_body(exc)}), headers)
+    return _json(status or status_of(exc), encode({"error": error_body(exc)}), headers)
 
 
 class HttpEndpoint:
@@ -75,7 +68,6 @@ class HttpEndpoint:
     async def open(self) -> None:
         import uvicorn
 
-        _quiet_uvicorn()
         config = uvicorn.Config(
             self.app,
             host=self.host,
@@ -152,9 +144,8 @@ class HttpEndpoint:
         elif method in ("GET", "HEAD"):
             response = self._get(action, scope)
         else:
-            response = _error(
-                UnknownAction(f"Method {method} is not served; use POST /{{action}} or GET."), 405, {"Allow": "GET, POST"}
-            )
+            unknown = UnknownAction(f"Method {method} is not served; use POST /{{action}} or GET.")
+            response = _error(unknown, 405, {"Allow": "GET, POST"})
         await response(scope, receive, send)
 
     async def _post(self, action: str, scope: dict[str, Any], receive: Any) -> Response:
@@ -198,8 +189,8 @@ class HttpEndpoint:
 
             return _json(200, encode(build(self.routes, prefix)))
         if action == "":
-            links = {"status": f"{prefix}/status", "health": f"{prefix}/health", "openapi": f"{prefix}/openapi.json"}
-            body = {"actions": {a: f"{prefix}/{a}" for a in self.routes}, "links": links}
+            links = {name: f"{prefix}/{path}" for name, path in _LINKS.items()}
+            body: dict[str, Any] = {"actions": {a: f"{prefix}/{a}" for a in self.routes}, "links": links}
             return _json(200, encode(body))
         if action in self.routes:
             return _error(UnknownAction(f"{action!r} takes POST with a JSON object body."), 405, {"Allow": "POST"})

@@ -1,0 +1,352 @@
+"""Live dashboards: ipywidgets that show what served things are doing.
+
+A dashboard only reads snapshots (``Metrics``) and is refreshed by one background
+thread at most ``1/interval`` times a second; a refresh sends nothing when nothing
+changed, and a closed dashboard is dropped by the refresher.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .served import Served
+
+__all__ = ["Dashboard", "dashboard"]
+
+logger = logging.getLogger(__name__)
+
+_COLORS = {
+    "created": "#888",
+    "starting": "#e09a2b",
+    "running": "#2e9e49",
+    "stopping": "#e09a2b",
+    "stopped": "#888",
+    "failed": "#d2433b",
+}
+_CSS = (
+    "<style>.svckit-dash table{border-collapse:collapse;font-size:12px;margin:2px 0}"
+    ".svckit-dash td,.svckit-dash th{padding:2px 8px;border-bottom:1px solid #e4e4e4;text-align:left}"
+    ".svckit-dash th{color:#555;font-weight:600}.svckit-dash .err td{color:#b02a22}"
+    ".svckit-badge{color:#fff;border-radius:9px;padding:1px 9px;font-size:12px;font-weight:600}"
+    ".svckit-num{font-variant-numeric:tabular-nums}</style>"
+)
+
+
+def _fmt_time(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int((t % 1) * 1000):03d}"
+
+
+def _table(header: list[str], rows: list[list[str]], row_class: str = "") -> str:
+    head = "".join(f"<th>{h}</th>" for h in header)
+    cls = f' class="{row_class}"' if row_class else ""
+    body = "".join(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+class _Card:
+    """The widgets of one served thing inside a dashboard."""
+
+    def __init__(self, served: Served, rows: int) -> None:
+        import ipywidgets as w
+
+        self.served = served
+        self.rows = rows
+        self.header = w.HTML()
+        self.stats = w.HTML()
+        self.picture = w.HTML()
+        self.errors = w.HTML()
+        self.traffic = w.HTML()
+        self.outputs = w.HTML()
+        self.buttons = {}
+        for label, tip in (("stop", "srv.stop()"), ("start", "srv.start()"), ("restart", "srv.restart()")):
+            button = w.Button(description=label, tooltip=tip, layout=w.Layout(width="80px"))
+            button.on_click(self._act)
+            self.buttons[label] = button
+        self.box = w.VBox(
+            [
+                w.HBox([self.header, *self.buttons.values()]),
+                self.stats,
+                self.picture,
+                self.errors,
+                w.HTML("<b>traffic</b>"),
+                self.traffic,
+                w.HTML("<b>outputs</b>"),
+                self.outputs,
+            ],
+            layout=w.Layout(border="1px solid #ddd", padding="4px 8px", margin="4px 0"),
+        )
+        self.box.add_class("svckit-dash")
+
+    def close(self) -> None:
+        for widget in (self.header, self.stats, self.picture, self.errors, self.traffic, self.outputs,
+                       *self.buttons.values()):
+            widget.close()
+        for child in self.box.children:
+            child.close()
+        self.box.close()
+
+    def _act(self, button: Any) -> None:
+        action = button.description
+        served = self.served
+        try:
+            getattr(served, action)()
+        except Exception as exc:  # shown in the dashboard, never raised into a cell
+            logger.warning("%s of %r failed: %s", action, served.name, exc)
+        _refresher.poke()
+
+    def render(self) -> dict[str, str]:
+        from .display import html as picture
+
+        s = self.served
+        m = s.metrics
+        state = s.state.value
+        links = " ".join(
+            f'<a href="{html.escape(u)}" target="_blank">{html.escape(u)}</a>' for u in _links(s) if u
+        )
+        header = (
+            f'{_CSS}<span class="svckit-badge" style="background:{_COLORS.get(state, "#888")}">{state}</span> '
+            f"<b>{html.escape(s.name)}</b> <small>{links}</small>"
+        )
+        last = m.last_error
+        last_text = html.escape(f"{last['type']}: {last['message']}") if last else "–"
+        stats = _table(
+            ["loop iterations", "in", "out", "rate /s", "errors", "last error"],
+            [
+                [
+                    f'<span class="svckit-num svckit-iterations">{m.iterations}</span>',
+                    f'<span class="svckit-num svckit-in">{m.received}</span>',
+                    f'<span class="svckit-num svckit-out">{m.replied}</span>',
+                    f'<span class="svckit-num">{m.rate():.1f}</span>',
+                    f'<span class="svckit-num svckit-errors">{m.errors}</span>',
+                    last_text,
+                ]
+            ],
+        )
+        errors = ""
+        recent = list(m.errors_log.copy())[-5:]
+        if recent:
+            rows = [
+                [_fmt_time(e["time"]), html.escape(str(e.get("service") or "")), html.escape(e["type"]),
+                 html.escape(e["message"])]
+                for e in reversed(recent)
+            ]
+            errors = "<b>errors</b>" + _table(["time", "service", "type", "message"], rows, "err svckit-error-row")
+        traffic_rows = []
+        for t, endpoint, direction, action, size, latency, status in list(m.traffic.copy())[-self.rows :][::-1]:
+            traffic_rows.append(
+                [
+                    _fmt_time(t),
+                    endpoint,
+                    "→ in" if direction == "in" else "← out",
+                    html.escape(str(action)),
+                    f"{size} B",
+                    "" if latency is None else f"{latency:.2f} ms",
+                    "" if status is None else str(status),
+                ]
+            )
+        traffic = _table(["time", "endpoint", "dir", "action", "size", "latency", "status"], traffic_rows)
+        frame = m.outputs_frame(last=self.rows)
+        outputs = frame.to_html(max_rows=self.rows, max_cols=12, border=0, index=False) if len(frame) else "–"
+        return {
+            "header": header,
+            "stats": stats,
+            "picture": picture(s.node, counts=True),
+            "errors": errors,
+            "traffic": traffic,
+            "outputs": outputs,
+        }
+
+    def apply(self, values: dict[str, str]) -> int:
+        """Set the widgets whose text changed; return how many were sent."""
+        sent = 0
+        for key, value in values.items():
+            widget = getattr(self, key)
+            if widget.value != value:
+                widget.value = value
+                sent += 1
+        running = self.served.state.value in ("running", "failed")
+        for label, button in self.buttons.items():
+            disabled = running if label == "start" else not running
+            if button.disabled != disabled:
+                button.disabled = disabled
+                sent += 1
+        return sent
+
+
+def _links(served: Served) -> list[str | None]:
+    proxied = getattr(served, "proxy_url", None)
+    return [served.url, proxied, served.zmq_url]
+
+
+def _make_box_class() -> type:
+    import ipywidgets as w
+
+    class DashboardBox(w.VBox):  # type: ignore[misc]
+        """The VBox a dashboard shows; its text repr is short and holds no live numbers."""
+
+        _svckit_label = ""
+
+        def __repr__(self) -> str:
+            return f"Dashboard({self._svckit_label})"
+
+    return DashboardBox
+
+
+_box_class: type | None = None
+
+
+class Dashboard:
+    """A live view of served things: state, counters, errors, traffic, outputs and a picture.
+
+    Parameters
+    ----------
+    served
+        The served things to show; ``None`` shows every one served by the runtime,
+        following new ones as they are served.
+    interval
+        Seconds between refreshes (0.25 at least: at most 4 a second).
+    rows
+        How many traffic and output rows to show.
+
+    Examples
+    --------
+    >>> import svckit as sk
+    >>> srv = sk.serve(sk.service(lambda x: x, name="echo"), http=0)
+    >>> dash = srv.dashboard()
+    >>> dash
+    Dashboard(echo)
+    >>> dash.close(); srv.stop()
+    """
+
+    def __init__(self, served: list[Served] | None = None, *, interval: float = 0.25, rows: int = 8) -> None:
+        global _box_class
+        if interval < 0.25:
+            raise ValueError(f"interval={interval}: a dashboard refreshes at most 4 times a second (0.25 s).")
+        if _box_class is None:
+            _box_class = _make_box_class()
+        self.follow = served is None
+        self.interval = interval
+        self.rows = rows
+        self.cards: list[_Card] = []
+        self.box = _box_class()
+        self.closed = False
+        self.updates = 0  # widget values sent, for tests and curiosity
+        self._lock = threading.Lock()
+        self._last = 0.0
+        self._set_cards(list(served) if served is not None else _all_served())
+        self.refresh()
+        _refresher.add(self)
+
+    def _set_cards(self, served: list[Served]) -> None:
+        self.cards = [_Card(s, self.rows) for s in served]
+        self.box._svckit_label = ", ".join(s.name for s in served) or "nothing served"
+        self.box.children = [c.box for c in self.cards] or [_empty()]
+
+    def refresh(self) -> int:
+        """Bring the widgets up to date now; return how many values were sent."""
+        with self._lock:
+            if self.closed:
+                return 0
+            if self.follow:
+                now_served = _all_served()
+                if [c.served for c in self.cards] != now_served:
+                    self._set_cards(now_served)
+            sent = 0
+            for card in self.cards:
+                sent += card.apply(card.render())
+            self.updates += sent
+            self._last = time.monotonic()
+            return sent
+
+    @property
+    def alive(self) -> bool:
+        """False once closed (``close()``, or its widget closed from the frontend)."""
+        return not self.closed and getattr(self.box, "comm", None) is not None
+
+    def close(self) -> None:
+        """Close the widgets and stop refreshing."""
+        with self._lock:
+            self.closed = True
+            for card in self.cards:
+                card.close()
+            self.box.close()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.box._repr_mimebundle_(**kwargs)
+
+    def __repr__(self) -> str:
+        return repr(self.box)
+
+
+def _empty() -> Any:
+    import ipywidgets as w
+
+    return w.HTML("<i>nothing served yet</i>")
+
+
+def _all_served() -> list[Served]:
+    from .runtime import current
+
+    rt = current()
+    return list(rt.served.values()) if rt is not None else []
+
+
+class _Refresher:
+    """One daemon thread that refreshes every live dashboard, throttled."""
+
+    def __init__(self) -> None:
+        self._dashboards: weakref.WeakSet[Dashboard] = weakref.WeakSet()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def add(self, dash: Dashboard) -> None:
+        with self._lock:
+            self._dashboards.add(dash)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._main, name="svckit-dashboard", daemon=True)
+                self._thread.start()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def _main(self) -> None:
+        while True:
+            with self._lock:
+                dashboards = list(self._dashboards)
+                if not dashboards:
+                    self._thread = None
+                    return
+            pause = min(d.interval for d in dashboards)
+            now = time.monotonic()
+            for dash in dashboards:
+                if not dash.alive:
+                    with self._lock:
+                        self._dashboards.discard(dash)
+                    continue
+                if now - dash._last >= dash.interval * 0.95:
+                    try:
+                        dash.refresh()
+                    except Exception:  # never let one broken dashboard stop the others
+                        logger.exception("dashboard refresh failed")
+            del dashboards
+            self._wake.wait(pause)
+            self._wake.clear()
+
+
+_refresher = _Refresher()
+
+
+def dashboard(served: Served | list[Served] | None = None, **kwargs: Any) -> Dashboard:
+    """A live dashboard of ``served`` (one or a list), or of everything the runtime serves."""
+    if served is None:
+        return Dashboard(None, **kwargs)
+    if not isinstance(served, list):
+        served = [served]
+    return Dashboard(served, **kwargs)
