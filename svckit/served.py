@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
 import functools
 import inspect
@@ -43,6 +44,9 @@ __all__ = ["Served", "State", "serve"]
 logger = logging.getLogger(__name__)
 
 _serve_lock = threading.RLock()
+
+#: The served thing whose message the current task handles (sinks count their drops on it).
+current: contextvars.ContextVar[Served | None] = contextvars.ContextVar("svckit_served", default=None)
 
 
 class State(enum.StrEnum):
@@ -217,6 +221,7 @@ class Served:
         """Answer one request: decode, run, count, encode. Never raises."""
         metrics = self.metrics
         start = time.time()
+        current.set(self)
         metrics.received_one(via, action, len(raw), start)
         try:
             msg = json.loads(raw) if raw else {}
@@ -302,6 +307,8 @@ class Served:
         return status, body
 
     def _done(self, gen: int) -> None:
+        if gen not in self._inflight:  # its drain timed out and gave up on it
+            return
         left = self._inflight[gen] - 1
         self._inflight[gen] = left
         if left == 0 and gen in self._drained:
@@ -312,15 +319,15 @@ class Served:
         logger.warning("service %r failed: %s", self.name, exc)
 
     async def _drain(self, gen: int, timeout: float) -> None:
-        if self._inflight.get(gen, 0) <= 0:
+        """Wait (at most ``timeout`` s) until no request of generation ``gen`` is in flight."""
+        if self._inflight.get(gen, 0) > 0:
+            event = self._drained.setdefault(gen, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await event.wait()
+            self._drained.pop(gen, None)
+        if gen != self._gen:  # the current generation keeps its counter for when it serves again
             self._inflight.pop(gen, None)
-            return
-        event = self._drained.setdefault(gen, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await event.wait()
-        self._drained.pop(gen, None)
-        self._inflight.pop(gen, None)
 
     # -- lifecycle -------------------------------------------------------------
     def _open(self, http: int | None, zmq: int | None) -> None:
@@ -329,6 +336,7 @@ class Served:
 
         rt = self.runtime
         self.state = State.STARTING
+        self._inflight.setdefault(self._gen, 0)  # stop() drained and dropped it
         sock = None
         endpoint = None
         try:
