@@ -14,6 +14,7 @@ import functools
 import inspect
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -166,6 +167,18 @@ class Served:
         return f"http://{host}:{self.http_port}"
 
     @property
+    def proxy_url(self) -> str | None:
+        """The URL a browser opens through jupyter-server-proxy inside JupyterHub or Binder.
+
+        Built from ``JUPYTERHUB_SERVICE_PREFIX`` (or ``SVCKIT_PROXY_PREFIX`` for another
+        Jupyter server's base URL): ``{prefix}proxy/{port}/``. None outside a hub.
+        """
+        prefix = os.environ.get("SVCKIT_PROXY_PREFIX") or os.environ.get("JUPYTERHUB_SERVICE_PREFIX")
+        if self.http_port is None or not prefix:
+            return None
+        return f"{prefix.rstrip('/')}/proxy/{self.http_port}/"
+
+    @property
     def zmq_url(self) -> str | None:
         """The ZMQ address, e.g. ``tcp://127.0.0.1:5555``; None when not served over ZMQ."""
         if self.zmq_port is None:
@@ -189,6 +202,7 @@ class Served:
             "state": self.state.value,
             "actions": self.actions,
             "http": self.url,
+            "proxy": self.proxy_url,
             "zmq": self.zmq_url,
             "uptime": round(time.time() - self.metrics.started, 3),
             **self.metrics.counters(),

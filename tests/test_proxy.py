@@ -1,0 +1,127 @@
+"""Behind jupyter-server-proxy (as on Binder): a real Jupyter server forwards to a served flow."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+import requests
+
+import svckit as sk
+from svckit.testing import wait_for
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def jupyter_server(tmp_path_factory):
+    """A real ``jupyter server`` on 127.0.0.1 with no token, in temporary Jupyter dirs."""
+    root = tmp_path_factory.mktemp("jupyter")
+    env = dict(os.environ)
+    for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
+        env[var] = str(root / var.lower())
+    port = _free_port()
+    cmd = [
+        sys.executable, "-m", "jupyter", "server", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+        "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
+        f"--ServerApp.root_dir={root}", "--allow-root",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"jupyter server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            return requests.get(f"{base}/api/status", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_for(up, timeout=60, what="jupyter server to answer")
+        yield base
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    proc.stderr.close()
+
+
+@pytest.fixture
+def wordcount(sk_serve):
+    @sk.service
+    def parse(text: str) -> dict:
+        """Split text into words."""
+        return {"words": text.split()}
+
+    return sk_serve(parse >> sk.service(lambda words: len(words), name="n"), name="wordcount")
+
+
+def test_call_through_the_proxy(jupyter_server, wordcount):
+    url = f"{jupyter_server}/proxy/{wordcount.http_port}"
+    reply = requests.post(f"{url}/wordcount", json={"text": "a b c"}, timeout=10)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["n"] == 3
+    bad = requests.post(f"{url}/wordcount", json={"txt": 1}, timeout=10)
+    assert bad.status_code == 422
+    assert bad.json()["error"]["field"] == "text"
+
+
+def test_client_works_through_the_proxy(jupyter_server, wordcount):
+    with sk.Client(f"{jupyter_server}/proxy/{wordcount.http_port}") as client:
+        assert client.wordcount(text="x y")["n"] == 2
+        with pytest.raises(sk.BadMessage):
+            client.wordcount(text=3)
+
+
+def test_links_and_openapi_respect_the_proxy_prefix(jupyter_server, wordcount):
+    prefix = f"/proxy/{wordcount.http_port}"
+    index = requests.get(f"{jupyter_server}{prefix}/", timeout=10).json()
+    assert index["actions"]["wordcount"] == f"{prefix}/wordcount"
+    assert index["links"]["openapi"] == f"{prefix}/openapi.json"
+    spec = requests.get(f"{jupyter_server}{index['links']['openapi']}", timeout=10).json()
+    assert spec["servers"] == [{"url": prefix}]
+    # the server URL the spec names, joined with a path it lists, reaches the service
+    path = next(iter(spec["paths"]))
+    reply = requests.post(f"{jupyter_server}{spec['servers'][0]['url']}{path}", json={"text": "a"}, timeout=10)
+    assert reply.json()["n"] == 1
+    # outside the proxy the same endpoints have no prefix
+    assert requests.get(f"{wordcount.url}/openapi.json", timeout=10).json()["servers"] == [{"url": "/"}]
+
+
+def test_proxy_url_inside_a_hub(monkeypatch, jupyter_server, wordcount):
+    assert wordcount.proxy_url is None
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada/")
+    assert wordcount.proxy_url == f"/user/ada/proxy/{wordcount.http_port}/"
+    assert wordcount.status()["proxy"] == wordcount.proxy_url
+    # this server's base URL is "/": the proxied URL it gives opens the service there
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/")
+    assert requests.get(f"{jupyter_server}{wordcount.proxy_url}health", timeout=10).json()["status"] == "ok"
+
+
+def test_dashboard_links_to_the_proxied_url(monkeypatch, wordcount):
+    import comm
+
+    monkeypatch.setattr(comm, "create_comm", lambda *a, **k: comm.DummyComm(*a, **k))
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada/")
+    dash = wordcount.dashboard()
+    try:
+        assert f'href="/user/ada/proxy/{wordcount.http_port}/"' in dash.cards[0].header.value
+    finally:
+        dash.close()
