@@ -1,0 +1,74 @@
+"""Write notebooks/03-dashboard.ipynb (then execute it in place)."""
+
+import nbformat as nbf
+
+md = nbf.v4.new_markdown_cell
+code = nbf.v4.new_code_cell
+
+cells = [
+    md("""# Watching services: the dashboard and flow pictures
+
+A served flow runs in the background; this notebook shows how to see what it is doing
+while you keep working: a **picture** of the flow, and a live **dashboard** with its state,
+counters, errors, traffic and outputs."""),
+    code("""import itertools
+
+import svckit as sk
+from svckit.testing import wait_for"""),
+    md("""## A small order pipeline
+
+`sk.every(0.2, new_order)` is a **source**: every 0.2 s it calls `new_order()` and sends what
+it returns down the flow. `total` prices the order; `check` rejects empty orders by raising,
+which the runtime counts and shows instead of crashing."""),
+    code('''numbers = itertools.count()
+
+
+def new_order() -> dict:
+    n = next(numbers)
+    return {"order": n, "qty": n % 7, "price": 2.5}
+
+
+@sk.service
+def total(qty: int, price: float) -> dict:
+    return {"total": qty * price}
+
+
+@sk.service
+def check(qty: int) -> None:
+    if qty == 0:
+        raise ValueError("an order of zero items")
+
+
+flow = sk.every(0.2, new_order) >> total >> check'''),
+    md("""A flow draws itself: its text form is one short line, and in the notebook it is a picture
+(sources green, stages blue). Once it runs, each stage shows how many messages it handled."""),
+    code("flow"),
+    md("""## Serve it and watch
+
+Serving a flow that starts with a source starts the source: messages flow at once, and the
+cell returns immediately. `srv.dashboard()` shows it live: a state badge, loop iterations,
+messages in and out, the rate, errors with the last one, the traffic log, the newest outputs
+and the picture with live counts. It refreshes at most four times a second, from a
+background thread, so it keeps moving while other cells run. The stop / start / restart
+buttons do what `srv.stop()`, `srv.start()` and `srv.restart()` do."""),
+    code('''srv = sk.serve(flow, name="orders")
+srv.dashboard()'''),
+    md("""The first order has zero items, so an error row appears in the dashboard right away.
+In Python, the same facts are in `srv.metrics` and `srv.status()`:"""),
+    code('''wait_for(lambda: srv.metrics.errors >= 1)
+print(srv.metrics.last_error["type"], "-", srv.metrics.last_error["message"])'''),
+    md("""`srv.outputs` is a pandas DataFrame of the messages that came out of the end of the flow,
+oldest first (here: the first three good orders)."""),
+    code('''wait_for(lambda: len(srv.outputs) >= 3)
+srv.outputs[["order", "qty", "total"]].head(3)'''),
+    md("""A dashboard of everything the runtime serves is `sk.dashboard()`. The pipeline keeps
+running until you press **stop** in the dashboard or call `srv.stop()`; `sk.shutdown()` stops
+everything, and so does restarting the kernel.
+
+Next: `04-class-service.ipynb` builds a service with configuration, a loop and actions."""),
+]
+
+nb = nbf.v4.new_notebook(cells=cells)
+nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+nb.metadata["language_info"] = {"name": "python"}
+nbf.write(nb, "notebooks/03-dashboard.ipynb")
