@@ -74,10 +74,12 @@ class _Card:
                 self.stats,
                 self.picture,
                 self.errors,
-                w.HTML("<b>traffic</b>"),
-                self.traffic,
-                w.HTML("<b>outputs</b>"),
-                self.outputs,
+                w.HBox(
+                    [
+                        w.VBox([w.HTML("<b>traffic</b>"), self.traffic], layout=w.Layout(margin="0 24px 0 0")),
+                        w.VBox([w.HTML("<b>outputs</b>"), self.outputs]),
+                    ]
+                ),
             ],
             layout=w.Layout(border="1px solid #ddd", padding="4px 8px", margin="4px 0"),
         )
@@ -87,7 +89,10 @@ class _Card:
         for widget in (self.header, self.stats, self.picture, self.errors, self.traffic, self.outputs,
                        *self.buttons.values()):
             widget.close()
-        for child in self.box.children:
+        stack = list(self.box.children)
+        while stack:
+            child = stack.pop()
+            stack.extend(getattr(child, "children", ()))
             child.close()
         self.box.close()
 
@@ -170,9 +175,11 @@ class _Card:
             if widget.value != value:
                 widget.value = value
                 sent += 1
-        running = self.served.state.value in ("running", "failed")
+        state = self.served.state.value
+        running = state in ("running", "failed")
+        moving = state in ("starting", "stopping")
         for label, button in self.buttons.items():
-            disabled = running if label == "start" else not running
+            disabled = {"start": running, "stop": not running, "restart": moving}[label] or moving
             if button.disabled != disabled:
                 button.disabled = disabled
                 sent += 1
@@ -224,7 +231,7 @@ class Dashboard:
     >>> dash.close(); srv.stop()
     """
 
-    def __init__(self, served: list[Served] | None = None, *, interval: float = 0.25, rows: int = 8) -> None:
+    def __init__(self, served: list[Served] | None = None, *, interval: float = 0.25, rows: int = 6) -> None:
         global _box_class
         if interval < 0.25:
             raise ValueError(f"interval={interval}: a dashboard refreshes at most 4 times a second (0.25 s).")

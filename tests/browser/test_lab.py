@@ -1,0 +1,169 @@
+"""The JupyterLab experience in a real browser: Debian Chromium driven by playwright.
+
+Starts JupyterLab headless on 127.0.0.1 (no token, temporary Jupyter dirs, a temporary
+copy of notebooks/), opens 03-dashboard.ipynb, restarts the kernel and runs all cells,
+and checks what a person would see. Skipped only when ``SVCKIT_NO_BROWSER=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from svckit.testing import wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+if os.environ.get("SVCKIT_NO_BROWSER") == "1":
+    pytest.skip("SVCKIT_NO_BROWSER=1: the browser test is skipped", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab on 127.0.0.1 serving a temporary copy of notebooks/."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian chromium is missing: `make test` installs it (apt-get install chromium).")
+    root = tmp_path_factory.mktemp("lab")
+    work = root / "notebooks"
+    shutil.copytree(NOTEBOOKS, work)
+    env = dict(os.environ)
+    for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
+        env[var] = str(root / var.lower())
+    extra = os.environ.get("SVCKIT_LAB_ARGS", "").split()  # e.g. to disable an extension when checking the test
+    port = _free_port()
+    cmd = [
+        sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+        "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
+        f"--ServerApp.root_dir={work}", "--allow-root", "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", *extra,
+    ]  # fmt: skip
+    log = open(root / "lab.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=work)
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"jupyter lab exited:\n{(root / 'lab.log').read_text()[-3000:]}")
+        try:
+            return requests.get(f"{base}/api/status", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_for(up, timeout=90, what="JupyterLab to answer")
+        yield base, root
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        log.close()
+
+
+@pytest.fixture
+def page(lab, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=FLAGS,
+            viewport={"width": 1400, "height": 1500},
+        )
+        try:
+            yield context.pages[0] if context.pages else context.new_page()
+        finally:
+            context.close()
+
+
+def _count(locator) -> int:
+    return int(locator.inner_text().strip())
+
+
+def test_dashboard_notebook_in_jupyterlab(lab, page):
+    base, _ = lab
+    page.goto(f"{base}/lab/tree/03-dashboard.ipynb?reset", timeout=90_000)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+    # the kernel must be connected before restarting it, or the restart can run nothing
+    page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle")).wait_for(timeout=90_000)
+
+    # Kernel ▸ Restart Kernel and Run All Cells…, then confirm the dialog
+    page.get_by_role("menuitem", name="Kernel", exact=True).click()
+    page.get_by_text(re.compile(r"^Restart Kernel and Run All Cells")).click()
+    page.locator(".jp-Dialog .jp-mod-accept").click()
+
+    # the dashboard renders as a widget, not as "Loading widget..." nor as its text repr
+    dash = page.locator(".svckit-dash")
+    dash.wait_for(timeout=90_000)
+    counter = dash.locator(".svckit-in")
+    wait_for(lambda: counter.count() == 1 and _count(counter) > 0, timeout=30, what="the message counter to show")
+    assert page.get_by_text("Loading widget").count() == 0
+    assert page.get_by_text("Dashboard(orders)").count() == 0
+
+    # its message counter grows between two reads seconds apart
+    first = _count(counter)
+    deadline = time.monotonic() + 2.0
+    wait_for(lambda: time.monotonic() > deadline, timeout=5)
+    second = _count(counter)
+    assert second > first, f"the counter did not move: {first} then {second}"
+
+    # a service error shows as an error row
+    errors = dash.locator(".svckit-error-row")
+    wait_for(lambda: errors.count() >= 1, timeout=20, what="an error row")
+    assert "an order of zero items" in errors.first.inner_text()
+
+    # the flow picture is drawn: in the flow cell's output and inside the dashboard
+    assert page.locator(".jp-OutputArea svg.svckit-flow").count() >= 2
+    assert dash.locator("svg.svckit-flow .svckit-stage").count() == 3
+    assert page.locator("svg.svckit-flow").first.bounding_box()["width"] > 100
+
+    shot = os.environ.get("SVCKIT_SCREENSHOT")
+    if shot:  # `make screenshots`: the picture in the README
+        no_news = page.get_by_role("button", name="No", exact=True)
+        if no_news.count():
+            no_news.click()
+        dash.scroll_into_view_if_needed()
+        page.wait_for_timeout(600)  # let the next refresh land so the picture is current
+        page.screenshot(path=shot, clip=dash.bounding_box())
+
+    # pressing stop stops the service: the badge says stopped and the counter stops
+    dash.get_by_role("button", name="stop", exact=True).click()
+    badge = dash.locator(".svckit-badge")
+    wait_for(lambda: badge.inner_text().strip() == "stopped", timeout=20, what="the badge to say stopped")
+    stopped_at = _count(counter)
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # the counter must not move again
+        assert _count(counter) == stopped_at
+        page.wait_for_timeout(100)
+    assert dash.get_by_role("button", name="start", exact=True).is_enabled()
