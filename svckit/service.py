@@ -14,7 +14,7 @@ import typing
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
-from .errors import BadMessage, ConfigError, ControlFlow, Retry, RetryExhausted, WiringError
+from .errors import BadMessage, ConfigError, ControlFlow, Retry, RetryExhausted, StopFlow, WiringError
 
 if TYPE_CHECKING:
     import pydantic
@@ -64,6 +64,7 @@ class Params:
     __slots__ = (
         "_fields",
         "_model",
+        "_plan",
         "annotations",
         "complex",
         "defaults",
@@ -120,6 +121,9 @@ class Params:
         self.names = tuple(names)
         self.required = frozenset(required)
         self.exact = tuple(exact)
+        kinds = dict(exact)
+        # (name, exact type or None, required) in signature order: bind() walks this once.
+        self._plan = tuple((n, kinds.get(n), n in self.required) for n in self.names)
         self._model: type[pydantic.BaseModel] | None = None
         self._fields: dict[str, str] = {}
 
@@ -152,20 +156,16 @@ class Params:
     def bind(self, msg: Mapping[str, Any]) -> dict[str, Any]:
         """Read this callable's keyword arguments from ``msg``, validated and coerced."""
         kw: dict[str, Any] = {}
-        for name in self.names:
+        slow = self.complex
+        for name, kind, required in self._plan:
             value = msg.get(name, _MISSING)
             if value is _MISSING:
-                if name in self.required:
+                if required:
                     raise self.missing(name, msg)
             else:
                 kw[name] = value
-        slow = self.complex
-        if not slow:
-            for name, kind in self.exact:
-                value = kw.get(name, _MISSING)
-                if value is not _MISSING and type(value) is not kind:
-                    slow = True
-                    break
+                if kind is not None and type(value) is not kind:
+                    slow = True  # not the exact plain type: pydantic coerces it or explains
         if slow:
             kw = self.validate(kw)
         if self.whole:
@@ -308,6 +308,12 @@ class Service:
 
     _config: ClassVar[dict[str, Any] | None] = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A class with loop() is a source: it stands first in a flow (sources.py runs it).
+        if callable(getattr(cls, "loop", None)) and "role" not in cls.__dict__:
+            cls.role = "source"
+
     def __init__(self, *, name: str | None = None, output: str | None = None, **config: Any) -> None:
         cls = type(self)
         values = _validate_config(cls, config)
@@ -330,6 +336,8 @@ class Service:
     def run(self, msg: dict[str, Any]) -> None:
         """Handle ``msg`` synchronously, updating it in place."""
         if self._params is None:
+            if self.role == "source":
+                return  # a source without process() lets a message pass on unchanged
             raise WiringError(f"Service {self.name!r} has no process() method, so it cannot handle messages.")
         if self.is_async:
             from .runtime import runtime
@@ -376,8 +384,6 @@ class Service:
 
         ``svc(text="a b")`` and ``svc({"text": "a b"})`` are the same call.
         """
-        from .errors import StopFlow
-
         message = _message(self, msg, fields)
         try:
             self.run(message)
@@ -389,7 +395,6 @@ class Service:
         """Awaitable twin of calling the service: runs it on the runtime, from any loop."""
         import asyncio
 
-        from .errors import StopFlow
         from .runtime import runtime
 
         message = _message(self, msg, fields)
@@ -399,6 +404,23 @@ class Service:
         except StopFlow:
             pass
         return message
+
+    def emit(self, msg: Mapping[str, Any] | None = None, /, **fields: Any) -> None:
+        """From ``loop()``: send a message downstream (besides what ``loop()`` returns).
+
+        Works while the service is served as a source; from a sync ``loop()`` it waits
+        while the pipeline's queue is full, from an ``async`` one a full queue drops it
+        (counted). Outside serving it raises ``StateError``.
+        """
+        hook = getattr(self, "_emit_hook", None)
+        if hook is None:
+            from .errors import StateError
+
+            raise StateError(
+                f"{self.name}.emit() sends messages downstream only while it is served as a source: "
+                f"serve it with sk.serve(...) first."
+            )
+        hook(_message(self, msg, fields))
 
     # -- lifecycle hooks -----------------------------------------------------
     def setup(self) -> None:
@@ -492,7 +514,13 @@ class FunctionService(Service):
             return
         self.calls += 1
         try:
-            self._step(msg)
+            # self._step(msg), inlined: this is the per-stage hot path
+            result = self.fn(**self._bind(msg))
+            if result is not None:
+                if type(result) is dict:
+                    msg.update(result)
+                else:
+                    merge(msg, result, self.output)
         except Retry as retry:
             try:
                 run_with_retry(self, self._step, msg, retry)
@@ -590,8 +618,6 @@ def _config_fields(cls: type[Service]) -> dict[str, tuple[Any, Any]]:
     if not _BASE_NAMES:
         _BASE_NAMES = frozenset(dir(Service)) | {"config", "fn", "is_async", "concurrent"}
     fields: dict[str, tuple[Any, Any]] = {}
-    if callable(getattr(cls, "loop", None)):
-        fields["interval"] = (float, 1.0)
     for klass in reversed(cls.__mro__):
         if klass is object or klass.__module__.startswith("svckit"):
             continue
@@ -612,8 +638,10 @@ def _config_fields(cls: type[Service]) -> dict[str, tuple[Any, Any]]:
                 )
             default = klass.__dict__.get(key, ...)
             fields[key] = (ann, default)
-        if "interval" in fields and "interval" in klass.__dict__ and "interval" not in hints:
-            fields["interval"] = (float, klass.__dict__["interval"])
+    if callable(getattr(cls, "loop", None)) and "interval" not in fields:
+        # a loop service always has an interval; a plain `interval = 0.2` sets its default
+        default = getattr(cls, "interval", 1.0)
+        fields["interval"] = (float, default if isinstance(default, int | float) else 1.0)
     cls._config = fields
     return fields
 
