@@ -67,3 +67,16 @@ test: lint typecheck unit notebooks binder-check
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Benchmarks side by side with bare uvicorn, raw pyzmq, plain calls and service-flow (not a test).
+SF_VENV := benchmarks/.venv-sf
+.PHONY: bench
+
+$(SF_VENV)/.installed:
+	test -x $(SF_VENV)/bin/python || $(BIN)/python -m venv $(SF_VENV)
+	$(SF_VENV)/bin/python -m pip install --quiet service-flow==0.3.1
+	touch $@
+
+bench: $(STAMP) $(SF_VENV)/.installed
+	command -v wrk > /dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
+	$(BIN)/python benchmarks/run.py

@@ -46,8 +46,11 @@ def cmd_call(args: argparse.Namespace) -> int:
         with Client(args.url, timeout=args.timeout, token=args.token) as client:
             reply = client.call(args.action, data)
     except SvckitError as exc:
-        print(f"error: {type(exc).__name__ if type(exc).__name__ != 'RemoteError' else exc.type}: "  # type: ignore[attr-defined]
-              f"{exc.message}", file=sys.stderr)
+        print(
+            f"error: {type(exc).__name__ if type(exc).__name__ != 'RemoteError' else exc.type}: "  # type: ignore[attr-defined]
+            f"{exc.message}",
+            file=sys.stderr,
+        )
         return 1
     print(json.dumps(reply, indent=2))
     return 0
@@ -88,8 +91,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     rt = current()
     served = list(rt.served.values()) if rt is not None else []
     if not served:
-        print(f"svckit run: {args.notebook} serves nothing once run (cells tagged 'teardown' are skipped).",
-              file=sys.stderr)
+        print(
+            f"svckit run: {args.notebook} serves nothing once run (cells tagged 'teardown' are skipped).",
+            file=sys.stderr,
+        )
         shutdown()
         return 1
     for s in served:

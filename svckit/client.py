@@ -1,4 +1,4 @@
-"""Clients: ``Client`` calls served actions over HTTP with a reused ``requests.Session``.
+"""Clients: ``Client`` calls served actions over HTTP (a reused ``requests.Session``), ``ZmqClient`` over ZMQ.
 
 A remote error comes back as the svckit exception of the same name (a ``BadMessage``
 stays a ``BadMessage``); errors of other types arrive as ``RemoteError``.
@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import BadMessage, ServiceTimeout, ServiceUnavailable, from_body
 
-__all__ = ["Client"]
+__all__ = ["Client", "Subscription", "ZmqClient"]
 
 
 def payload(data: Mapping[str, Any] | None, fields: dict[str, Any]) -> dict[str, Any]:
@@ -126,3 +126,191 @@ class Client:
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
+
+
+class ZmqClient:
+    """Call a served thing over ZeroMQ, or subscribe to a publisher; plain synchronous pyzmq.
+
+    Calls go over a DEALER socket speaking the REQ framing (``[b"", action, json]``). A call
+    that times out discards its socket and opens a fresh one, so a late reply can never be
+    taken for the answer to the next call. Thread-safe: calls from several threads are
+    serialised on one socket (use one client per thread to overlap them).
+
+    Parameters
+    ----------
+    addr
+        The ZMQ address, as ``Served.zmq_url`` gives it (``tcp://127.0.0.1:5555``).
+    timeout
+        Seconds to wait for each reply (``ServiceTimeout`` after that).
+    token
+        Sent as a third frame when the served thing needs one.
+
+    Examples
+    --------
+    >>> import svckit as sk
+    >>> srv = sk.serve(sk.service(lambda a, b: a + b, name="add"), zmq=0)
+    >>> client = sk.ZmqClient(srv.zmq_url)
+    >>> client.call("add", a=1, b=2)["add"]
+    3
+    >>> client.add(a=2, b=2)["add"]
+    4
+    >>> client.add(a=1)
+    Traceback (most recent call last):
+    ...
+    svckit.errors.BadMessage: Service 'add' needs field 'b', which the message lacks (it has: a).
+    >>> client.close(); srv.stop()
+    """
+
+    def __init__(self, addr: str, *, timeout: float = 30.0, token: str | None = None) -> None:
+        import threading
+
+        import zmq
+
+        if not isinstance(addr, str) or "://" not in addr:
+            raise ValueError(f"ZmqClient needs a ZMQ address like 'tcp://127.0.0.1:5555', got {addr!r}.")
+        self.addr = addr
+        self.timeout = timeout
+        self.token = token
+        self._context: Any = zmq.Context.instance()
+        self._sock: Any = None
+        self._lock = threading.Lock()
+
+    def _socket(self) -> Any:
+        import zmq
+
+        if self._sock is None:
+            sock = self._context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self.addr)
+            self._sock = sock
+        return self._sock
+
+    def call(
+        self, action: str, data: Mapping[str, Any] | None = None, /, *, timeout: float | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Send ``[action, json]``; return the reply, or raise the remote error."""
+        import zmq
+
+        frames = [b"", action.encode(), json.dumps(payload(data, fields)).encode()]
+        if self.token is not None:
+            frames.append(self.token.encode())
+        wait = self.timeout if timeout is None else timeout
+        with self._lock:
+            sock = self._socket()
+            sock.send_multipart(frames)
+            if not sock.poll(int(wait * 1000), zmq.POLLIN):
+                sock.close(linger=0)  # a late reply must not answer the next call
+                self._sock = None
+                raise ServiceTimeout(f"No reply from {self.addr} to {action!r} within {wait} s.")
+            reply = sock.recv_multipart()
+        status, body = (reply[-2], reply[-1]) if len(reply) >= 2 else (b"error", b"")
+        try:
+            decoded = json.loads(body)
+        except ValueError:
+            decoded = None
+        if status == b"ok" and isinstance(decoded, dict):
+            return decoded
+        if isinstance(decoded, dict) and isinstance(decoded.get("error"), dict):
+            raise from_body(decoded["error"])
+        raise from_body({"type": "ZMQError", "message": f"unreadable reply from {self.addr}: {reply!r:.200}"})
+
+    def __getattr__(self, action: str) -> Callable[..., dict[str, Any]]:
+        if action.startswith("_"):
+            raise AttributeError(action)
+
+        def call(data: Mapping[str, Any] | None = None, /, **fields: Any) -> dict[str, Any]:
+            return self.call(action, data, **fields)
+
+        call.__name__ = action
+        return call
+
+    def subscribe(self, topic: str = "", *, timeout: float | None = 30.0) -> Subscription:
+        """Subscribe to a publisher at this client's address: an iterator of messages.
+
+        Each ``next()`` waits up to ``timeout`` s (None: for ever) and raises
+        ``ServiceTimeout`` when nothing came. Close it (or use ``with``) when done.
+        """
+        return Subscription(self.addr, topic, timeout=timeout, context=self._context)
+
+    def close(self) -> None:
+        """Close the socket (the next call opens a new one)."""
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close(linger=0)
+                self._sock = None
+
+    def __del__(self) -> None:
+        # A client dropped without close() (a one-line call in a cell) must not leak or warn.
+        sock = getattr(self, "_sock", None)
+        if sock is not None and not sock.closed:
+            sock.close(linger=0)
+
+    def __enter__(self) -> ZmqClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ZmqClient({self.addr!r})"
+
+
+class Subscription:
+    """Messages from a ZMQ publisher (frames ``[topic, json]``), as an iterator of dicts.
+
+    Examples
+    --------
+    >>> import svckit as sk
+    >>> with sk.ZmqClient("tcp://127.0.0.1:5556").subscribe("prices", timeout=0.01) as sub:
+    ...     next(sub)
+    Traceback (most recent call last):
+    ...
+    svckit.errors.ServiceTimeout: No message on 'prices' from tcp://127.0.0.1:5556 within 0.01 s.
+    """
+
+    def __init__(self, addr: str, topic: str = "", *, timeout: float | None = 30.0, context: Any = None) -> None:
+        import zmq
+
+        self.addr = addr
+        self.topic = topic
+        self.timeout = timeout
+        ctx = context or zmq.Context.instance()
+        self._sock = ctx.socket(zmq.SUB)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        self._sock.connect(addr)
+
+    def recv(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next message; ``ServiceTimeout`` after ``timeout`` s (default: the subscription's)."""
+        wait = self.timeout if timeout is None else timeout
+        if self._sock.closed:
+            raise StopIteration
+        if not self._sock.poll(None if wait is None else int(wait * 1000)):
+            raise ServiceTimeout(f"No message on {self.topic!r} from {self.addr} within {wait} s.")
+        frames = self._sock.recv_multipart()
+        message = json.loads(frames[-1])
+        return message if isinstance(message, dict) else {"value": message}
+
+    def __iter__(self) -> Subscription:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        return self.recv()
+
+    def close(self) -> None:
+        """Close the SUB socket."""
+        self._sock.close(linger=0)
+
+    def __del__(self) -> None:
+        sock = getattr(self, "_sock", None)
+        if sock is not None and not sock.closed:
+            sock.close(linger=0)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.topic!r} from {self.addr}>"

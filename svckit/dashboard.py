@@ -86,8 +86,15 @@ class _Card:
         self.box.add_class("svckit-dash")
 
     def close(self) -> None:
-        for widget in (self.header, self.stats, self.picture, self.errors, self.traffic, self.outputs,
-                       *self.buttons.values()):
+        for widget in (
+            self.header,
+            self.stats,
+            self.picture,
+            self.errors,
+            self.traffic,
+            self.outputs,
+            *self.buttons.values(),
+        ):
             widget.close()
         stack = list(self.box.children)
         while stack:
@@ -111,15 +118,13 @@ class _Card:
         s = self.served
         m = s.metrics
         state = s.state.value
-        links = " ".join(
-            f'<a href="{html.escape(u)}" target="_blank">{html.escape(u)}</a>' for u in _links(s) if u
-        )
+        links = " ".join(f'<a href="{html.escape(u)}" target="_blank">{html.escape(u)}</a>' for u in _links(s) if u)
         header = (
             f'{_CSS}<span class="svckit-badge" style="background:{_COLORS.get(state, "#888")}">{state}</span> '
             f"<b>{html.escape(s.name)}</b> <small>{links}</small>"
         )
         last = m.last_error
-        last_text = html.escape(f"{last['type']}: {last['message']}") if last else "–"
+        last_text = html.escape(f"{last['type']}: {last['message']}") if last else "-"
         stats = _table(
             ["loop iterations", "in", "out", "rate /s", "errors", "last error"],
             [
@@ -137,8 +142,12 @@ class _Card:
         recent = list(m.errors_log.copy())[-5:]
         if recent:
             rows = [
-                [_fmt_time(e["time"]), html.escape(str(e.get("service") or "")), html.escape(e["type"]),
-                 html.escape(e["message"])]
+                [
+                    _fmt_time(e["time"]),
+                    html.escape(str(e.get("service") or "")),
+                    html.escape(e["type"]),
+                    html.escape(e["message"]),
+                ]
                 for e in reversed(recent)
             ]
             errors = "<b>errors</b>" + _table(["time", "service", "type", "message"], rows, "err svckit-error-row")
@@ -157,7 +166,7 @@ class _Card:
             )
         traffic = _table(["time", "endpoint", "dir", "action", "size", "latency", "status"], traffic_rows)
         frame = m.outputs_frame(last=self.rows)
-        outputs = frame.to_html(max_rows=self.rows, max_cols=12, border=0, index=False) if len(frame) else "–"
+        outputs = frame.to_html(max_rows=self.rows, max_cols=12, border=0, index=False) if len(frame) else "-"
         return {
             "header": header,
             "stats": stats,

@@ -59,7 +59,7 @@ def _leaf(svc: Service, counts: bool) -> _Box:
         note = role
     w = max(84.0, _text_width(label) + 24, _text_width(note) + 24)
     title = escape(svc.describe() if isinstance(svc, _S) else label)
-    fail = counts and getattr(svc, "failures", 0)
+    fail = counts and bool(getattr(svc, "failures", 0))
     stroke = "#c0392b" if fail else _STROKE[role]
     body = (
         f'<g class="svckit-stage" data-name="{escape(label)}"><title>{title}</title>'
@@ -120,8 +120,12 @@ def _fan(boxes: list[_Box], labels: list[str], head: str | None, role: str) -> _
         parts.append((_arrow(head_w, mid, x0 - 2, cy), 0, 0))
         if label:
             parts.append(
-                (f'<text x="{x0 - 6:g}" y="{cy - 5:g}" text-anchor="end" font-size="11" '
-                 f'fill="#8a6414">{escape(label)}</text>', 0, 0)
+                (
+                    f'<text x="{x0 - 6:g}" y="{cy - 5:g}" text-anchor="end" font-size="11" '
+                    f'fill="#8a6414">{escape(label)}</text>',
+                    0,
+                    0,
+                )
             )
         parts.append((b.place(0, 0), x0 + (inner_w - b.w) / 2, y))
         parts.append((_line(x0 + (inner_w + b.w) / 2, cy, x0 + inner_w + margin, mid), 0, 0))

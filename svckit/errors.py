@@ -163,6 +163,8 @@ class RemoteError(SvckitError):
     ``type`` holds the remote exception's class name and ``message`` its text.
     """
 
+    type: str
+
     def __init__(self, message: str = "", *, type: str = "Exception", **details: Any) -> None:  # noqa: A002
         super().__init__(message, type=type, **details)
 

@@ -151,21 +151,16 @@ def _check_roles(stages: tuple[Service, ...]) -> None:
         role = stage.role
         if role == "source" and i:
             raise WiringError(f"{stage.name!r} is a source: it can only stand first in a flow, not at place {i + 1}.")
-        if role == "stage" and getattr(stage, "_params", True) is None and not isinstance(
-            stage, Flow | Branch | Parallel
-        ):
-            if not callable(getattr(stage, "loop", None)) or i:
-                raise WiringError(
-                    f"Service {stage.name!r} has no process() method, so it cannot take messages in a flow."
-                )
+        composite = isinstance(stage, Flow | Branch | Parallel)
+        no_process = role == "stage" and getattr(stage, "_params", True) is None and not composite
+        if no_process and (not callable(getattr(stage, "loop", None)) or i):
+            raise WiringError(f"Service {stage.name!r} has no process() method, so it cannot take messages in a flow.")
 
 
 class Branch(Service):
     """Route each message by the value of one of its fields; see ``branch``."""
 
-    def __init__(
-        self, key: str, routes: Mapping[Any, Any], default: Any = None, *, name: str | None = None
-    ) -> None:
+    def __init__(self, key: str, routes: Mapping[Any, Any], default: Any = None, *, name: str | None = None) -> None:
         if not isinstance(key, str):
             raise WiringError(f"branch() routes by a field name (a str), got {type(key).__name__}.")
         if not isinstance(routes, Mapping) or not routes:

@@ -52,9 +52,7 @@ class Metrics:
         else:
             buckets.append([second, 1])
 
-    def replied_one(
-        self, endpoint: str, action: str, size: int, started: float, now: float, status: int
-    ) -> None:
+    def replied_one(self, endpoint: str, action: str, size: int, started: float, now: float, status: int) -> None:
         self.replied += 1
         self.traffic.append((now, endpoint, "out", action, size, (now - started) * 1000.0, status))
 
@@ -68,8 +66,12 @@ class Metrics:
         self.last_error = entry
         self.errors_log.append(entry)
 
-    def drop(self, count: int = 1) -> None:
+    def drop(self, count: int = 1, endpoint: str | None = None, action: str = "", size: int = 0) -> None:
+        """Count messages lost on the way (a full queue, a PUB peer too slow); with ``endpoint``,
+        also log a ``dropped`` row in the traffic."""
         self.dropped += count
+        if endpoint is not None:
+            self.traffic.append((time.time(), endpoint, "dropped", action, size, None, None))
 
     # -- read from any thread ----------------------------------------------------
     def rate(self, window: int = 5, now: float | None = None) -> float:

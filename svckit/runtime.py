@@ -11,6 +11,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import os
 import threading
@@ -29,6 +30,9 @@ T = TypeVar("T")
 
 _lock = threading.Lock()
 _current: Runtime | None = None
+
+#: Set by a source pipeline's consumer tasks: their blocking calls go through it (sources.Batcher).
+batcher: contextvars.ContextVar[Any] = contextvars.ContextVar("svckit_batcher", default=None)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -130,6 +134,9 @@ class Runtime:
 
     def blocking(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
         """Run blocking ``fn(*args)`` in the worker pool; await the result on the loop."""
+        coalesce = batcher.get()
+        if coalesce is not None:
+            return coalesce.submit(fn, *args)  # type: ignore[no-any-return]
         return self.loop.run_in_executor(self.pool, fn, *args)
 
     # -- ending ------------------------------------------------------------

@@ -61,7 +61,6 @@ class State(enum.StrEnum):
     FAILED = "failed"
 
 
-
 def _json_default(value: Any) -> Any:
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json")
@@ -472,9 +471,7 @@ class Served:
         """Swap in a new service or flow under the same name: same ports, nothing dropped."""
         actions = node.actions()
         if host != self.host:
-            raise StateError(
-                f"{self.name!r} is served on {self.host}; stop it before serving it on {host}."
-            )
+            raise StateError(f"{self.name!r} is served on {self.host}; stop it before serving it on {host}.")
         _setup(node)
         old_node, old_gen = self.node, self._gen
         try:

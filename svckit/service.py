@@ -651,9 +651,7 @@ def _validate_config(cls: type[Service], config: dict[str, Any]) -> dict[str, An
     unknown = [k for k in config if k not in fields]
     if unknown:
         keys = ", ".join(fields) or "none"
-        raise ConfigError(
-            f"{cls.__name__} got an unknown config key {unknown[0]!r}; its config keys are: {keys}."
-        )
+        raise ConfigError(f"{cls.__name__} got an unknown config key {unknown[0]!r}; its config keys are: {keys}.")
     if not fields:
         return {}
     model = cls.__dict__.get("_config_model")
@@ -750,6 +748,10 @@ def handle(action: str | Callable[..., Any]) -> Any:
     return mark
 
 
+@overload
+def lift(obj: Any) -> Service: ...
+@overload
+def lift(obj: Any, *, strict: bool) -> Service | None: ...
 def lift(obj: Any, *, strict: bool = True) -> Service | None:
     """A ``Service`` for ``obj``: services pass through, plain callables are wrapped."""
     if isinstance(obj, Service):

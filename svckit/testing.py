@@ -90,14 +90,14 @@ def collect(name: str = "collect") -> Collector:
 @pytest.fixture
 def sk_runtime() -> Iterator[Any]:
     """A fresh svckit runtime, shut down when the test ends."""
-    from . import runtime as rt_module
+    from .runtime import runtime, shutdown
 
-    rt_module.shutdown()
-    rt = rt_module.runtime()
+    shutdown()
+    rt = runtime()
     try:
         yield rt
     finally:
-        rt_module.shutdown(timeout=10)
+        shutdown(timeout=10)
         rt.thread.join(10)
         assert not rt.thread.is_alive(), "the svckit runtime thread did not stop"
 

@@ -180,8 +180,8 @@ class HttpEndpoint:
         prefix = self._prefix(scope)
         if action == "health":
             bad = [s.name for s in self.served if s.state.value != "running"]
-            body = {"status": "ok" if not bad else "unavailable", "not_running": bad}
-            return _json(200 if not bad else 503, encode(body))
+            health = {"status": "ok" if not bad else "unavailable", "not_running": bad}
+            return _json(200 if not bad else 503, encode(health))
         if action == "status":
             return _json(200, encode({"port": self.port, "served": {s.name: s.status() for s in self.served}}))
         if action == "openapi.json":
@@ -190,8 +190,8 @@ class HttpEndpoint:
             return _json(200, encode(build(self.routes, prefix)))
         if action == "":
             links = {name: f"{prefix}/{path}" for name, path in _LINKS.items()}
-            body: dict[str, Any] = {"actions": {a: f"{prefix}/{a}" for a in self.routes}, "links": links}
-            return _json(200, encode(body))
+            index = {"actions": {a: f"{prefix}/{a}" for a in self.routes}, "links": links}
+            return _json(200, encode(index))
         if action in self.routes:
             return _error(UnknownAction(f"{action!r} takes POST with a JSON object body."), 405, {"Allow": "POST"})
         return _error(UnknownAction(f"Nothing at GET /{action}; try GET /, /status or /openapi.json."))

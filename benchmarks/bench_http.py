@@ -1,0 +1,69 @@
+"""HTTP: a served one-stage flow (JSON POST echo) against the same handler on bare uvicorn + starlette.
+
+Each measurement starts a fresh server process (``http_server.py``: the server in a
+non-main thread, as in a kernel), loads it with ``wrk`` from another process, and stops
+it. Servers of the compared kinds are measured alternately, round after round, and the
+median of the rounds is reported. The busy conditions keep the server process's main
+thread in a pure-Python loop; one of them also sets ``sys.setswitchinterval(0.001)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common import PYTHON, Child, median, script, wrk, wrk_path
+
+KINDS = ("bare", "svckit", "svckit-async")
+#: name → (connections, busy main thread, switch interval or None for the default 0.005 s)
+CONDITIONS: dict[str, tuple[int, bool, float | None]] = {
+    "idle_c1": (1, False, None),
+    "idle_c16": (16, False, None),
+    "busy_c1": (1, True, None),
+    "busy_c16": (16, True, None),
+    "busy_c16_switch1ms": (16, True, 0.001),
+}
+
+
+def measure(kind: str, connections: int, busy: bool, switch: float | None, seconds: float) -> dict[str, float]:
+    args = [PYTHON, script("http_server.py"), "--kind", kind]
+    if busy:
+        args.append("--busy")
+    if switch:
+        args += ["--switch", str(switch)]
+    with Child(args) as server:
+        return wrk(server.info, connections, seconds)
+
+
+def run(smoke: bool = False) -> dict[str, Any]:
+    if wrk_path() is None:
+        return {"skipped": "wrk is not installed (make bench installs it)"}
+    rounds = 1 if smoke else 3
+    seconds = 1.0 if smoke else 3.0
+    kinds = KINDS
+    results: dict[str, Any] = {}
+    for cond, (conns, busy, switch) in CONDITIONS.items():
+        samples: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+        for _ in range(rounds):
+            for kind in kinds:
+                samples[kind].append(measure(kind, conns, busy, switch, seconds))
+        row: dict[str, Any] = {"connections": conns, "busy": busy, "switchinterval": switch or 0.005}
+        for kind, runs in samples.items():
+            row[kind] = {
+                "rps": round(median([r["rps"] for r in runs])),
+                "p50_ms": round(median([r["p50_ms"] for r in runs]), 3),
+                "p99_ms": round(median([r["p99_ms"] for r in runs]), 3),
+                "rounds_rps": [round(r["rps"]) for r in runs],
+            }
+        for kind in kinds[1:]:
+            # ratio of medians would mix rounds; the median of per-round ratios keeps pairs together
+            ratios = [s["rps"] / b["rps"] for s, b in zip(samples[kind], samples["bare"], strict=True)]
+            row[f"{kind}_ratio"] = round(median(ratios), 3)
+        results[cond] = row
+    return results
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(run("--smoke" in sys.argv), indent=1))

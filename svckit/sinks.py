@@ -1,0 +1,510 @@
+"""Sinks: ``publish`` (ZMQ PUB), ``push`` (ZMQ PUSH), ``post`` (HTTP) and ``table`` (a DataFrame).
+
+A sink is a stage that sends the message somewhere and returns ``None``, so the message
+passes on unchanged: ``parse >> sk.publish(port=0, topic="words") >> count`` works.
+
+- ``publish`` and ``push`` open their socket when the flow is served (in ``setup``) and
+  close it when it stops; they send from the runtime loop without ever blocking it.
+  Calling a flow that holds one right in a cell raises ``StateError``: serve it first.
+- ``post`` runs in the worker pool (never on the loop) and works in a cell too.
+- ``table`` works everywhere: rows go into a named, bounded table read as a DataFrame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .errors import RemoteError, ServiceUnavailable, StateError, WiringError
+from .served import current, encode
+from .service import Service, check_name
+
+if TYPE_CHECKING:
+    import requests
+    import zmq
+    import zmq.asyncio
+
+    from .runtime import Runtime
+    from .transports.zmq import SharedSocket
+
+__all__ = ["Post", "Publish", "Push", "Table", "post", "publish", "push", "table", "tables"]
+
+
+class _ZmqSink(Service):
+    """A stage that sends each message on a ZMQ socket living on the runtime."""
+
+    label = "zmq"
+
+    def __init__(self, *, hwm: int, name: str) -> None:
+        super().__init__(name=name)
+        self.hwm = hwm
+        self.dropped = 0
+        self._rt: Runtime | None = None
+        self._shared: SharedSocket | None = None
+        self._own: zmq.asyncio.Socket | None = None
+        self._sock: zmq.Socket[bytes] | None = None
+        self._address: str | None = None
+
+    async def process(self, **message: Any) -> None:
+        """Send ``message`` (only while served; see the class docstring)."""
+        await self.arun(message, None)
+
+    # -- lifecycle: setup/teardown run in the caller's thread, sockets on the runtime --------
+    def setup(self) -> None:
+        if self._sock is not None:
+            return  # already open: re-serving a flow that keeps this sink
+        from .runtime import runtime
+
+        rt = runtime()
+        rt.call(self._open(rt), timeout=10)
+        self._rt = rt
+
+    def teardown(self) -> None:
+        rt, self._rt = self._rt, None
+        if self._sock is None or rt is None:
+            return
+        if rt.running and not rt.in_runtime():
+            rt.call(self._close(), timeout=10)
+        self._shared = self._own = self._sock = None
+
+    async def _open(self, rt: Runtime) -> None:
+        raise NotImplementedError
+
+    async def _close(self) -> None:
+        shared, self._shared = self._shared, None
+        own, self._own = self._own, None
+        self._sock = None
+        if shared is not None:
+            await shared.release()
+        if own is not None and not own.closed:
+            own.close()
+
+    # -- facts -------------------------------------------------------------------------
+    @property
+    def address(self) -> str | None:
+        """The address bound or connected to while served (``tcp://127.0.0.1:PORT``), else None."""
+        return self._address if self._sock is not None else None
+
+    @property
+    def port(self) -> int | None:
+        """The TCP port of ``address``, or None."""
+        from .transports.zmq import split_address
+
+        parts = split_address(self.address) if self.address else None
+        return parts[1] if parts else None
+
+    def _not_served(self) -> StateError:
+        return StateError(
+            f"{self.describe()} sends only from a served flow: serve it with sk.serve(flow) "
+            "(in a cell, sinks like sk.table work without serving)."
+        )
+
+    def _drop(self, action: str, size: int) -> None:
+        self.dropped += 1
+        served = current.get()
+        if served is not None:
+            served.metrics.drop(1, self.label, action, size)
+
+
+class Publish(_ZmqSink):
+    """Publish each message on a ZMQ PUB socket as frames ``[topic, json]``; see ``publish``.
+
+    Examples
+    --------
+    >>> import svckit as sk
+    >>> pub = sk.publish(port=0, topic="words")
+    >>> pub
+    <Sink publish('words')>
+    >>> srv = sk.serve(sk.service(lambda text: text.split(), name="split") >> pub, name="splitter", zmq=0)
+    >>> pub.address.startswith("tcp://127.0.0.1:")
+    True
+    >>> srv.stop(); pub.address is None
+    True
+    """
+
+    label = "pub"
+
+    def __init__(
+        self, port: int = 0, topic: str = "", *, host: str = "127.0.0.1", hwm: int = 1000, name: str | None = None
+    ) -> None:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise WiringError(f"publish(port={port!r}): give a port number from 0 to 65535 (0 picks a free one).")
+        if not isinstance(topic, str):
+            raise WiringError(f"publish(topic={topic!r}): the topic is a str.")
+        super().__init__(hwm=hwm, name=name or "publish")
+        self.host = host
+        self.topic = topic
+        self._topic = topic.encode()
+        self._want = port
+
+    @property
+    def subscribers(self) -> int:
+        """Subscriptions the PUB socket has seen (and not seen withdrawn); 0 when not served."""
+        shared = self._shared
+        return int(shared.state.get("subscribers", 0)) if shared is not None else 0
+
+    async def _open(self, rt: Runtime) -> None:
+        import zmq
+
+        from .transports.zmq import SharedSocket, tcp_address
+
+        self._shared = await SharedSocket.acquire(
+            rt, zmq.XPUB, "pub", tcp_address(self.host, self._want or "*"), _watch_subscriptions, self.hwm
+        )
+        self._sock = self._shared.sock
+        self._address = self._shared.address
+        if not self._want:  # keep the port it got, so a restart publishes on the same address
+            self._want = self.port or 0
+
+    async def arun(self, msg: dict[str, Any], rt: Any) -> None:
+        import zmq
+
+        sock = self._sock
+        if sock is None:
+            raise self._not_served()
+        body = encode(msg)
+        try:
+            sock.send_multipart([self._topic, body], zmq.NOBLOCK)
+        except zmq.Again:  # XPUB_NODROP: a subscriber's queue is full, so the message is dropped
+            self._drop(self.topic, len(body))
+
+    def describe(self) -> str:
+        return f"publish({self.topic!r})"
+
+    def __repr__(self) -> str:
+        return f"<Sink {self.describe()}>"
+
+
+def zmq_pollout() -> int:
+    import zmq
+
+    return int(zmq.POLLOUT)
+
+
+def _watch_subscriptions(shared: SharedSocket) -> None:
+    import zmq
+
+    sock = shared.sock
+    sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full subscriber raises EAGAIN, so drops can be counted
+    sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscription is passed up, so they can be counted
+    shared.state["subscribers"] = 0
+    shared.tasks.append(asyncio.get_running_loop().create_task(_count_subscriptions(shared)))
+
+
+async def _count_subscriptions(shared: SharedSocket) -> None:
+    import zmq
+
+    asock, sock, state = shared.asock, shared.sock, shared.state
+    while True:
+        await asock.poll()  # POLLIN
+        while True:
+            try:
+                frame = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            except zmq.ZMQError:
+                return
+            if frame[:1] == b"\x01":
+                state["subscribers"] += 1
+            elif frame[:1] == b"\x00":
+                state["subscribers"] = max(0, state["subscribers"] - 1)
+
+
+class Push(_ZmqSink):
+    """Push each message (one JSON frame) on a ZMQ PUSH socket; see ``push``.
+
+    Examples
+    --------
+    >>> import svckit as sk
+    >>> sk.push("tcp://127.0.0.1:5558")
+    <Sink push('tcp://127.0.0.1:5558')>
+    """
+
+    label = "push"
+
+    def __init__(self, addr: str, *, bind: bool = False, hwm: int = 1000, name: str | None = None) -> None:
+        from .transports.zmq import check_address
+
+        super().__init__(hwm=hwm, name=name or "push")
+        self.addr = check_address(addr, "sk.push()")
+        self.bind = bind
+        self._want = addr
+        self._wait: zmq.asyncio.Socket | None = None
+        self._outbox: deque[bytes] = deque()
+        self._flushing = False
+        self._room = asyncio.Event()
+        self._waiter: asyncio.Task[None] | None = None
+
+    async def _open(self, rt: Runtime) -> None:
+        import zmq
+
+        from .transports.zmq import SharedSocket, connect, make_socket
+
+        if self.bind:
+            self._shared = await SharedSocket.acquire(rt, zmq.PUSH, "push", self._want, None, self.hwm)
+            self._sock, self._wait, self._address = self._shared.sock, self._shared.asock, self._shared.address
+            self._want = self._address  # keep the port it got across restarts
+        else:
+            own, sock = make_socket(rt, zmq.PUSH, self.hwm)
+            # Connected out (no port to free): give queued messages a second to leave on stop.
+            own.setsockopt(zmq.LINGER, 1000)
+            try:
+                connect(sock, self.addr, "sk.push()")
+            except BaseException:
+                own.close(linger=0)
+                raise
+            self._own, self._sock, self._wait, self._address = own, sock, own, self.addr
+        self._room = asyncio.Event()
+        self._room.set()
+        self._outbox.clear()
+        self._flushing = False
+
+    async def _close(self) -> None:
+        if self._outbox and self._sock is not None:
+            self._flush()  # what is still queued goes out before the socket closes (best effort)
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.cancel()
+        self._room.set()
+        await super()._close()
+
+    async def arun(self, msg: dict[str, Any], rt: Any) -> None:
+        if self._sock is None:
+            raise self._not_served()
+        # Sends made in one turn of the loop go out together: one NOBLOCK send at a time cost
+        # ~100 us here (a wake-up of ZMQ's I/O thread each), a burst a few us each (DESIGN §3).
+        outbox = self._outbox
+        outbox.append(encode(msg))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        if len(outbox) >= self.hwm:  # the peer is behind: hold this message's flow back
+            self._room.clear()
+            await self._room.wait()
+
+    def _flush(self) -> None:
+        import zmq
+
+        sock, outbox = self._sock, self._outbox
+        if sock is None:
+            self._flushing = False
+            return
+        try:
+            while outbox:
+                sock.send(outbox[0], zmq.NOBLOCK)
+                outbox.popleft()
+        except zmq.Again:
+            # The peer's high-water mark is reached: wait for room, then go on.
+            self._waiter = asyncio.get_running_loop().create_task(self._flush_later())
+            return
+        self._flushing = False
+        self._room.set()
+
+    async def _flush_later(self) -> None:
+        assert self._wait is not None
+        while self._sock is not None and not self._wait.closed:
+            ready = await self._wait.poll(100, zmq_pollout())  # type: ignore[call-arg]
+            if ready:
+                break
+        self._flush()
+
+    def describe(self) -> str:
+        return f"push({self.addr!r})"
+
+    def __repr__(self) -> str:
+        return f"<Sink {self.describe()}>"
+
+
+class Post(Service):
+    """POST each message as JSON to a URL; see ``post``.
+
+    Examples
+    --------
+    >>> import svckit as sk
+    >>> sk.post("http://127.0.0.1:8000/ingest")
+    <Sink post('http://127.0.0.1:8000/ingest')>
+    """
+
+    def __init__(
+        self, url: str, *, timeout: float = 10.0, headers: dict[str, str] | None = None, name: str | None = None
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise WiringError(f"post() needs an http:// or https:// URL, got {url!r}.")
+        super().__init__(name=name or "post")
+        self.url = url
+        self.timeout = timeout
+        self.headers = {"Content-Type": "application/json", **(headers or {})}
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            import requests
+
+            session = requests.Session()
+            session.trust_env = False  # proxy look-ups on every call halve the throughput (DESIGN §3)
+            self._local.session = session
+        return session
+
+    def process(self, **message: Any) -> None:
+        """POST ``message``; a failed POST raises, so it is counted like any stage error."""
+        import requests
+
+        try:
+            r = self._session().post(self.url, data=encode(message), headers=self.headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ServiceUnavailable(f"{self.describe()}: cannot reach {self.url} ({type(exc).__name__}).") from exc
+        if r.status_code >= 400:
+            raise RemoteError(
+                f"{self.describe()}: {self.url} answered {r.status_code}: {r.text[:200]}", type="HTTPError"
+            )
+
+    def describe(self) -> str:
+        return f"post({self.url!r})"
+
+    def __repr__(self) -> str:
+        return f"<Sink {self.describe()}>"
+
+
+_tables: dict[str, Table] = {}
+_tables_lock = threading.Lock()
+
+
+class Table(Service):
+    """Rows collected from a flow, read as a pandas DataFrame; see ``table``.
+
+    Thread-safe; keeps the last ``keep`` rows.
+
+    Examples
+    --------
+    >>> import svckit as sk
+    >>> rows = sk.table("doctest_squares")
+    >>> flow = sk.service(lambda x: x * x, name="square") >> rows
+    >>> _ = flow(x=2); _ = flow(x=3)
+    >>> rows.frame
+       x  square
+    0  2       4
+    1  3       9
+    >>> rows.clear()
+    """
+
+    def __init__(self, name: str, *, keep: int = 10_000, columns: list[str] | None = None) -> None:
+        super().__init__(name=check_name(name, "table name"))
+        self.keep = keep
+        self.columns = list(columns) if columns is not None else None
+        self._rows: deque[dict[str, Any]] = deque(maxlen=keep)
+        self._added = 0
+        self._cond = threading.Condition()
+
+    def process(self, **message: Any) -> None:
+        """Add ``message`` as a row (only ``columns`` when given)."""
+        if self.columns is not None:
+            message = {k: message.get(k) for k in self.columns}
+        with self._cond:
+            self._rows.append(message)
+            self._added += 1
+            self._cond.notify_all()
+
+    @property
+    def frame(self) -> Any:
+        """The rows as a pandas DataFrame, oldest first."""
+        import pandas as pd
+
+        rows = self.rows
+        if not rows:
+            return pd.DataFrame(columns=self.columns or [])
+        return pd.DataFrame.from_records(rows, columns=self.columns)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """A copy of the rows, oldest first."""
+        with self._cond:
+            return list(self._rows)
+
+    @property
+    def added(self) -> int:
+        """Rows added since the table was made or cleared (older ones may have left ``rows``)."""
+        return self._added
+
+    def wait(self, count: int, timeout: float = 10.0) -> Table:
+        """Wait until ``count`` rows were added; ``TimeoutError`` after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._added < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"table {self.name!r} got {self._added} of {count} rows in {timeout} s")
+                self._cond.wait(left)
+        return self
+
+    def clear(self) -> None:
+        """Forget every row."""
+        with self._cond:
+            self._rows.clear()
+            self._added = 0
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def describe(self) -> str:
+        return f"table({self.name!r})"
+
+    def __repr__(self) -> str:
+        return f"<Sink {self.describe()}>"
+
+    def _repr_html_(self) -> str:
+        return str(self.frame._repr_html_())
+
+
+def publish(port: int = 0, topic: str = "", *, host: str = "127.0.0.1", hwm: int = 1000) -> Publish:
+    """A sink publishing each message on a ZMQ PUB socket, as frames ``[topic, json]``.
+
+    The socket binds ``host:port`` when the flow is served (``port=0`` picks a free one:
+    read ``.address`` after serving) and closes when it stops. It never blocks: when a
+    subscriber is more than ``hwm`` messages behind, the message is dropped, and counted
+    in ``Served.status()["dropped"]``, in ``Served.traffic`` and in ``.dropped``.
+    ``.subscribers`` tells how many subscriptions have arrived, so a notebook can wait
+    for its subscriber before publishing (ZMQ drops what is published before that).
+    """
+    return Publish(port, topic, host=host, hwm=hwm)
+
+
+def push(addr: str, *, bind: bool = False, hwm: int = 1000) -> Push:
+    """A sink pushing each message (one JSON frame) to a ZMQ PULL peer at ``addr``.
+
+    Connects to ``addr`` when served (``bind=True`` binds it). When the peer is ``hwm``
+    messages behind, the flow waits for it (backpressure); nothing is dropped.
+    """
+    return Push(addr, bind=bind, hwm=hwm)
+
+
+def post(url: str, *, timeout: float = 10.0, headers: dict[str, str] | None = None) -> Post:
+    """A sink POSTing each message as JSON to ``url`` (from the worker pool, never the loop).
+
+    A connection error or a 4xx/5xx answer raises, so it is counted and shown like any
+    stage's error. Works in a cell too.
+    """
+    return Post(url, timeout=timeout, headers=headers)
+
+
+def table(name: str, *, keep: int = 10_000, columns: list[str] | None = None) -> Table:
+    """The output table called ``name`` (made on first use): a sink collecting rows.
+
+    ``sk.table("prices")`` returns the same table each time, so a cell can read
+    ``sk.table("prices").frame`` while a served flow fills it. ``keep`` and ``columns``
+    apply when the table is made. ``sk.tables()`` lists them all.
+    """
+    with _tables_lock:
+        found = _tables.get(name)
+        if found is None:
+            found = _tables[name] = Table(name, keep=keep, columns=columns)
+        return found
+
+
+def tables() -> dict[str, Table]:
+    """Every output table made with ``sk.table``, by name."""
+    with _tables_lock:
+        return dict(_tables)

@@ -1,0 +1,384 @@
+"""HTTP serving on real sockets, seen from outside: curl in a subprocess, other processes, threads."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from openapi_spec_validator import validate
+
+import svckit as sk
+from svckit.testing import wait_for
+
+
+@sk.service
+def parse(text: str) -> dict:
+    return {"words": text.split()}
+
+
+@sk.service
+def count(words: list[str]) -> dict:
+    return {"n": len(words)}
+
+
+WORDCOUNT = parse >> count
+
+
+@pytest.fixture
+def bystander(sk_serve, client_for):
+    """Another flow served on its own port: ``check()`` asserts it still answers."""
+    srv = sk_serve(sk.service(lambda x: x + 1, name="inc"), name="inc")
+    client = client_for(srv.url, timeout=5)
+
+    def check() -> None:
+        assert client.inc(x=41)["inc"] == 42
+
+    check()
+    return check
+
+
+# -- the happy path, from another process --------------------------------------------
+
+
+def test_curl_calls_a_served_flow(sk_serve, curl):
+    srv = sk_serve(WORDCOUNT, name="wordcount")
+    assert srv.url == f"http://127.0.0.1:{srv.http_port}"
+    status, body = curl("POST", f"{srv.url}/wordcount", '{"text": "a b c"}')
+    assert status == 200
+    assert body == {"text": "a b c", "words": ["a", "b", "c"], "n": 3}
+
+
+def test_port_zero_picks_a_free_port_and_explicit_ports_work(sk_serve, curl):
+    srv = sk_serve(WORDCOUNT, name="wc")
+    assert srv.http_port > 0
+    port = srv.http_port
+    srv.stop()
+    srv2 = sk_serve(WORDCOUNT, name="wc", http=port)
+    assert srv2.http_port == port
+    assert curl("POST", f"{srv2.url}/wc", '{"text": "x"}')[0] == 200
+
+
+def test_health_status_and_index(sk_serve, curl):
+    srv = sk_serve(WORDCOUNT, name="wc")
+    assert curl("GET", f"{srv.url}/health") == (200, {"status": "ok", "not_running": []})
+    curl("POST", f"{srv.url}/wc", '{"text": "a b"}')
+    curl("POST", f"{srv.url}/wc", '{"text": "c"}')
+    curl("POST", f"{srv.url}/wc", '{"txt": "oops"}')
+    status, body = curl("GET", f"{srv.url}/status")
+    assert status == 200 and body["port"] == srv.http_port
+    wc = body["served"]["wc"]
+    assert wc["state"] == "running" and wc["actions"] == ["wc"]
+    assert (wc["received"], wc["replied"], wc["errors"]) == (3, 3, 1)
+    assert wc["by_action"] == {"wc": 3}
+    assert wc["errors_by_type"] == {"BadMessage": 1}
+    assert wc["last_error"]["type"] == "BadMessage"
+    status, index = curl("GET", f"{srv.url}/")
+    assert status == 200 and index["actions"] == {"wc": "/wc"}
+
+
+def test_openapi_is_valid_openapi_3_1(sk_serve, curl):
+    class Tagger(sk.Service):
+        def process(self, text: str, limit: int = 3) -> dict:
+            return {}
+
+        @sk.handle("reset")
+        def reset(self, hard: bool = False) -> None:
+            return None
+
+    srv = sk_serve(Tagger(), name="tagger")
+    sk_serve(WORDCOUNT, name="wc", http=srv.http_port)  # two served things on one port
+    status, spec = curl("GET", f"{srv.url}/openapi.json")
+    assert status == 200
+    validate(spec)
+    assert spec["openapi"].startswith("3.1")
+    assert set(spec["paths"]) >= {"/tagger", "/reset", "/wc", "/health", "/status"}
+    schemas = spec["components"]["schemas"]
+    assert schemas["TaggerInput"]["required"] == ["text"]
+    assert schemas["TaggerInput"]["properties"]["limit"]["type"] == "integer"
+    assert schemas["WcInput"]["required"] == ["text"]
+    assert "hard" in schemas["ResetInput"]["properties"]
+
+
+# -- bad requests: a JSON error body and a 4xx, never a 500 or a dropped connection ----------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status", "kind"),
+    [
+        ("POST", "wc", "not json", {}, 400, "BadRequest"),
+        ("POST", "wc", "[1, 2]", {}, 422, "BadMessage"),
+        ("POST", "wc", '"text"', {}, 422, "BadMessage"),
+        ("POST", "wc", "{}", {}, 422, "BadMessage"),
+        ("POST", "wc", '{"text": 5}', {}, 422, "BadMessage"),
+        ("POST", "wc", json.dumps({"text": "x" * 5000}), {}, 413, "PayloadTooLarge"),
+        ("POST", "wc", json.dumps({"text": "x" * 5000}), {"Transfer-Encoding": "chunked"}, 413, "PayloadTooLarge"),
+        ("POST", "nope", "{}", {}, 404, "UnknownAction"),
+        ("GET", "wc", None, {}, 405, "UnknownAction"),
+        ("GET", "nothing/here", None, {}, 404, "UnknownAction"),
+        ("PUT", "wc", "{}", {}, 405, "UnknownAction"),
+    ],
+)
+def test_bad_requests_get_json_errors(sk_serve, curl, method, path, body, headers, status, kind):
+    srv = sk_serve(WORDCOUNT, name="wc", max_body=1000)
+    got, reply = curl(method, f"{srv.url}/{path}", body, headers)
+    assert (got, reply["error"]["type"]) == (status, kind), reply
+    assert reply["error"]["message"]
+    assert curl("POST", f"{srv.url}/wc", '{"text": "still fine"}')[0] == 200
+
+
+def test_bad_message_names_field_and_service(sk_serve, curl):
+    srv = sk_serve(WORDCOUNT, name="wc")
+    status, reply = curl("POST", f"{srv.url}/wc", '{"text": ["a"]}')
+    assert status == 422
+    assert reply["error"]["field"] == "text" and reply["error"]["service"] == "parse"
+    status, reply = curl("POST", f"{srv.url}/wc", '{"text": "a", "words": "no list"}')
+    assert status == 200  # parse overwrites words before count reads it
+
+
+def test_coercion_over_http(sk_serve, curl):
+    srv = sk_serve(sk.service(lambda n: n * 2, name="double"), name="double")
+    typed = sk.service(name="square")(_square)
+    srv2 = sk_serve(typed, name="square", http=srv.http_port)
+    assert curl("POST", f"{srv.url}/double", '{"n": "3"}') == (200, {"n": "3", "double": "33"})
+    assert curl("POST", f"{srv2.url}/square", '{"n": "3"}')[1]["square"] == 9  # coerced for the call
+
+
+def _square(n: int) -> int:
+    return n * n
+
+
+def test_a_large_body_over_the_limit_is_answered_not_dropped(sk_serve):
+    srv = sk_serve(WORDCOUNT, name="wc", max_body=1000)
+    body = json.dumps({"text": "x" * (4 << 20)}).encode()
+    with socket.create_connection(("127.0.0.1", srv.http_port), timeout=10) as s:
+        s.sendall(b"POST /wc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        s.sendall(b"Content-Length: %d\r\n\r\n" % len(body))
+        try:
+            s.sendall(body)
+        except OSError:  # the server may answer and close before reading it all
+            pass
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+
+
+# -- ports ----------------------------------------------------------------------------------------
+
+_HOLDER = """
+import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen()
+print(s.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_port_held_by_another_process_raises_port_in_use(sk_runtime, sk_serve):
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(holder.stdout.readline())
+        with pytest.raises(sk.PortInUse) as info:
+            sk.serve(WORDCOUNT, name="wc", http=port)
+        assert str(port) in str(info.value)
+        assert info.value.port == port
+        assert isinstance(info.value, OSError)
+        assert "wc" not in sk_runtime.served
+        srv = sk_serve(WORDCOUNT, name="wc")  # the name is free to use
+        assert srv.http_port != port
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+        holder.stdout.close()
+
+
+def test_stop_frees_the_port_at_once(sk_serve, curl, client_for):
+    srv = sk_serve(WORDCOUNT, name="wc")
+    port = srv.http_port
+    client = client_for(srv.url)  # a keep-alive connection stays open across the stop
+    assert client.wc(text="a")["n"] == 1
+    assert curl("POST", f"{srv.url}/wc", '{"text": "a"}')[0] == 200
+    srv.stop()
+    assert srv.state is sk.State.STOPPED
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as plain:
+        plain.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        plain.bind(("127.0.0.1", port))
+        plain.listen()
+    again = sk_serve(WORDCOUNT, name="wc", http=port)
+    assert again.http_port == port
+    assert curl("POST", f"{again.url}/wc", '{"text": "a b"}') == (200, {"text": "a b", "words": ["a", "b"], "n": 2})
+
+
+def test_stop_frees_the_port_for_a_bare_socket(sk_serve, curl):
+    srv = sk_serve(WORDCOUNT, name="wc")
+    port = srv.http_port
+    with sk.Client(srv.url) as client:
+        assert client.wc(text="a")["n"] == 1
+    assert curl("POST", f"{srv.url}/wc", '{"text": "a"}')[0] == 200
+    srv.stop()
+    # No SO_REUSEADDR: the clients closed first, so the server holds no TIME_WAIT on the port.
+    # (With a keep-alive client still connected, the server closes that connection and the
+    # port needs SO_REUSEADDR, as every server sets it; see test_stop_frees_the_port_at_once.)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as plain:
+        plain.bind(("127.0.0.1", port))
+        plain.listen()
+
+
+def test_stop_then_connection_is_refused(sk_serve):
+    srv = sk_serve(WORDCOUNT, name="wc")
+    port = srv.http_port
+    srv.stop()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+# -- replace in place under load ------------------------------------------------------------------------
+
+
+def _version(v: int) -> sk.Service:
+    @sk.service(name="echo")
+    def echo(x: int) -> dict:
+        return {"v": v, "y": x}
+
+    return echo
+
+
+def test_reserving_20_times_under_load_drops_nothing(sk_serve, client_for):
+    srv = sk_serve(_version(0), name="live")
+    port = srv.http_port
+    announced, done = [0], [0]  # versions being served / fully served
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    replies: list[tuple[int, int, int]] = []  # (lowest possible, got, highest possible)
+
+    def send(client: sk.Client) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            low = done[0]
+            try:
+                reply = client.live(x=i)
+            except BaseException as exc:
+                failures.append(exc)
+                continue
+            if reply["y"] != i:
+                failures.append(AssertionError(f"sent {i}, got {reply}"))
+            replies.append((low, reply["v"], announced[0]))
+
+    threads = [threading.Thread(target=send, args=(client_for(srv.url, timeout=10),)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for v in range(1, 21):
+            seen = len(replies)
+            wait_for(lambda n=seen: len(replies) >= n + 5, timeout=10, what="replies between re-serves")
+            announced[0] = v
+            again = sk.serve(_version(v), name="live", http=0)
+            done[0] = v
+            assert again is srv and srv.http_port == port
+        seen = len(replies)
+        wait_for(lambda: len(replies) >= seen + 5, timeout=10)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert failures == []
+    assert all(low <= got <= high for low, got, high in replies), [r for r in replies if not r[0] <= r[1] <= r[2]]
+    assert {got for _, got, _ in replies} >= {0, 20}
+    assert len(replies) >= 100
+    counters = srv.status()
+    assert counters["errors"] == 0 and counters["received"] == counters["replied"] == len(replies)
+
+
+# -- user code that misbehaves: the right reply, and other flows keep answering ----------------------
+
+
+def test_a_service_that_raises_is_a_500_with_type_and_message(sk_serve, curl, bystander):
+    @sk.service
+    def picky(x: int) -> dict:
+        if x < 0:
+            raise ValueError(f"x must not be negative, got {x}")
+        return {"ok": True}
+
+    srv = sk_serve(parse >> picky, name="checker")
+    status, reply = curl("POST", f"{srv.url}/checker", '{"text": "a", "x": -1}')
+    assert status == 500
+    assert reply["error"]["type"] == "ValueError"
+    assert reply["error"]["message"] == "x must not be negative, got -1"
+    assert reply["error"]["service"] == "picky"  # the stage that raised, not the served name
+    assert srv.status()["errors_by_type"] == {"ValueError": 1}
+    bystander()
+    assert curl("POST", f"{srv.url}/checker", '{"text": "a", "x": 1}')[0] == 200
+
+
+def test_a_blocking_service_times_out_while_others_answer(sk_serve, curl, bystander):
+    entered, release = threading.Event(), threading.Event()
+
+    @sk.service
+    def stuck(x: int) -> dict:
+        entered.set()
+        release.wait(5)  # blocks for 5 s unless the test ends first
+        return {"late": True}
+
+    srv = sk_serve(stuck, name="stuck", timeout=1)
+    result: dict[str, object] = {}
+
+    def call() -> None:
+        t0 = time.monotonic()
+        result["reply"] = curl("POST", f"{srv.url}/stuck", '{"x": 1}')
+        result["seconds"] = time.monotonic() - t0
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    try:
+        assert entered.wait(5)
+        bystander()  # answers while the stuck one blocks
+        assert "reply" not in result
+        caller.join(5)
+        status, reply = result["reply"]
+        assert status == 504
+        assert reply["error"]["type"] == "ServiceTimeout" and "1" in reply["error"]["message"]
+        assert result["seconds"] < 1.5 + 0.5  # ~1 s plus the curl process start
+        bystander()
+    finally:
+        release.set()
+        caller.join(5)
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [({"obj": object()}, "not JSON serializable"), ({"nan": math.nan}, "not JSON compliant"), ({1, 2}, "set")],
+)
+def test_a_non_json_result_is_a_500_bad_result(sk_serve, curl, bystander, value, why):
+    srv = sk_serve(sk.service(lambda x: value, name="odd"), name="odd")
+    status, reply = curl("POST", f"{srv.url}/odd", '{"x": 1}')
+    assert status == 500
+    assert reply["error"]["type"] == "BadResult"
+    assert why in reply["error"]["message"]
+    bystander()
+
+
+# -- token auth ------------------------------------------------------------------------------------------
+
+
+def test_token_auth(sk_serve, curl, client_for):
+    srv = sk_serve(WORDCOUNT, name="wc", token="s3cret")
+    url = f"{srv.url}/wc"
+    status, reply = curl("POST", url, '{"text": "a"}')
+    assert status == 401 and reply["error"]["type"] == "Unauthorized"
+    assert curl("POST", url, '{"text": "a"}', {"Authorization": "Bearer wrong"})[0] == 401
+    assert curl("POST", url, '{"text": "a"}', {"Authorization": "Bearer s3cret"})[0] == 200
+    assert curl("POST", url, '{"text": "a"}', {"X-Svckit-Token": "s3cret"})[0] == 200
+    with pytest.raises(sk.Unauthorized):
+        client_for(srv.url).wc(text="a")
+    assert client_for(srv.url, token="s3cret").wc(text="a")["n"] == 1

@@ -1,0 +1,98 @@
+"""A real Jupyter kernel (nbclient) serves a flow, calls it and shuts down without hanging."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+Config = pytest.importorskip("traitlets.config").Config
+
+#: jupyter_client sends SIGTERM after half of this and SIGKILL at the end of it.
+SHUTDOWN_WAIT = 20.0
+
+CELLS = [
+    """\
+import svckit as sk
+
+@sk.service
+def parse(text: str) -> dict:
+    return {"words": text.split()}
+
+@sk.service
+def count(words: list[str]) -> dict:
+    return {"n": len(words)}
+
+flow = parse >> count
+srv = sk.serve(flow, name="wordcount", http=0)
+print(repr(srv))""",
+    """\
+reply = sk.Client(srv.url).call("wordcount", text="a b c")
+print(reply)""",
+    """\
+flow(text="x y")""",
+]
+
+SHUTDOWN = """\
+sk.shutdown()
+print(repr(srv), "shut down")"""
+
+
+def _run(cells: list[str], timeout: float) -> tuple[object, float, int | None]:
+    """Execute ``cells`` in a fresh kernel; return the notebook, the shutdown time and its exit code."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
+    # A long grace period, so a slow machine is not mistaken for a hang: the exit code tells.
+    config = Config({"KernelManager": {"shutdown_wait_time": SHUTDOWN_WAIT}})
+    client = nbclient.NotebookClient(nb, config=config, timeout=timeout, kernel_name="python3", startup_timeout=60)
+    seen: dict[str, object] = {}
+
+    def executed(cell_index: int, **_: object) -> None:
+        if cell_index == len(cells) - 1:  # the last cell ran; the kernel is shut down next
+            seen["process"] = client.km.provisioner.process
+            seen["t0"] = time.monotonic()
+
+    client.on_cell_executed = executed
+    client.execute()  # shuts the kernel down gracefully; jupyter_client kills it after a wait
+    seconds = time.monotonic() - seen["t0"]
+    return nb, seconds, seen["process"].returncode
+
+
+def _text(cell: object) -> str:
+    """What a cell printed to stdout and displayed; errors and stderr fail the test."""
+    parts, errors = [], []
+    for out in cell.outputs:  # type: ignore[attr-defined]
+        if out.output_type == "error":
+            errors.append("\n".join(out.traceback))
+        elif out.output_type == "stream" and out.name == "stderr":
+            errors.append(out.text)
+        elif out.output_type == "stream":
+            parts.append(out.text)
+        elif "text/plain" in out.get("data", {}):
+            parts.append(out.data["text/plain"] + "\n")
+    assert not errors, "".join(errors)
+    return "".join(parts)
+
+
+@pytest.mark.timeout(90)
+def test_kernel_serves_calls_and_shuts_down():
+    nb, seconds, code = _run([*CELLS, SHUTDOWN], timeout=30)
+    assert _text(nb.cells[0]) == "<Served wordcount: running>\n"
+    assert _text(nb.cells[1]) == "{'text': 'a b c', 'words': ['a', 'b', 'c'], 'n': 3}\n"
+    assert _text(nb.cells[2]) == "{'text': 'x y', 'words': ['x', 'y'], 'n': 2}\n"
+    assert _text(nb.cells[3]) == "<Served wordcount: stopped> shut down\n"
+    # Exit code 0: the kernel ended by itself on the shutdown request, not by SIGTERM/SIGKILL.
+    assert code == 0, f"the kernel did not exit by itself (exit code {code}, {seconds:.1f} s)"
+    assert seconds < SHUTDOWN_WAIT / 2
+
+
+@pytest.mark.timeout(90)
+def test_kernel_exits_promptly_while_still_serving():
+    """No ``sk.shutdown()``: the daemon thread and the atexit hook must not hold the kernel up."""
+    nb, seconds, code = _run(CELLS, timeout=30)
+    assert _text(nb.cells[1]).startswith("{'text': 'a b c'")
+    # Exit code 0: the kernel ended by itself on the shutdown request, not by SIGTERM/SIGKILL.
+    assert code == 0, f"the kernel did not exit by itself (exit code {code}, {seconds:.1f} s)"
+    assert seconds < SHUTDOWN_WAIT / 2
