@@ -217,6 +217,35 @@ class Served:
         """Recent messages in and out (pandas DataFrame: time, endpoint, direction, action, ...)."""
         return self.metrics.traffic_frame()
 
+    def settle(self, timeout: float = 10.0, quiet: float = 0.05) -> Served:
+        """Wait until what was sent has been handled; return ``self``.
+
+        Settled means: every request received has been answered, a pipeline's queue is
+        empty, and the counters did not move for ``quiet`` seconds. Use it before printing
+        counts in a notebook, so they do not depend on timing. A source that ticks faster
+        than ``quiet`` never settles: wait for a condition with ``svckit.testing.wait_for``.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds.
+        """
+        from .sources import pending
+
+        metrics = self.metrics
+        deadline = time.monotonic() + timeout
+        last: tuple[int, ...] = ()
+        since = time.monotonic()
+        while True:
+            now = time.monotonic()
+            snapshot = (metrics.received, metrics.replied, metrics.errors, metrics.dropped)
+            idle = metrics.received == metrics.replied and not pending(self)
+            if not idle or snapshot != last:
+                last, since = snapshot, now
+            elif now - since >= quiet:
+                return self
+            if now > deadline:
+                busy = metrics.received - metrics.replied + pending(self)
+                raise TimeoutError(f"{self.name!r} did not settle within {timeout} s ({busy} messages in flight).")
+            time.sleep(0.005)
+
     def dashboard(self, **kwargs: Any) -> Any:
         """A live ipywidgets dashboard of this served thing (see ``sk.dashboard``)."""
         from .dashboard import dashboard

@@ -424,8 +424,11 @@ class Pipeline:
         if self.concurrency > 1:
             batcher.set(self.batcher)  # this task's context only
         await self._started()
+        counted = isinstance(self.source, Source) or getattr(self.source, "_params", None) is None
         while not self.stopping:
             raw = await queue.get()
+            if counted:  # what the source emitted, drawn on its box in flow pictures
+                self.source.calls += 1
             self._busy.add(index)
             try:
                 await served.handle(served.name, raw, via)
@@ -577,6 +580,12 @@ class Batcher:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+
+
+def pending(served: Served) -> int:
+    """Messages a served pipeline has taken in but not finished: queued or being handled."""
+    pipe = _pipelines.get(served)
+    return 0 if pipe is None else pipe.queue.qsize() + len(pipe._busy)
 
 
 def _messages(result: Any, output: str) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 import svckit as sk
+from svckit.testing import wait_for
 
 
 @sk.service
@@ -211,3 +212,45 @@ def test_snapshots_are_copies(sk_serve, client_for):
     frame = srv.outputs
     client.p(text="b")
     assert len(frame) == 1 and len(srv.outputs) == 2
+
+
+def test_settle_waits_until_every_request_is_answered(sk_serve):
+    import threading
+    import time as _time
+
+    release = threading.Event()
+
+    @sk.service
+    def slow(x: int) -> dict:
+        release.wait(5)
+        return {"y": x}
+
+    srv = sk_serve(slow, name="slow")
+    client = sk.Client(srv.url)
+    caller = threading.Thread(target=client.slow, kwargs={"x": 1})
+    caller.start()
+    wait_for(lambda: srv.metrics.received == 1)
+    with pytest.raises(TimeoutError, match="1 messages in flight"):
+        srv.settle(timeout=0.2)
+    release.set()
+    started = _time.monotonic()
+    assert srv.settle(timeout=5) is srv
+    assert srv.metrics.replied == 1 and _time.monotonic() - started < 5
+    caller.join(5)
+    client.close()
+
+
+def test_settle_waits_for_a_pipeline_queue(sk_serve):
+    from svckit.testing import collect
+
+    sink = collect()
+    numbers = iter(range(50))
+
+    def tick() -> dict | None:
+        n = next(numbers, None)
+        return None if n is None else {"n": n}  # None emits nothing: 50 messages, then quiet ticks
+
+    srv = sk_serve(sk.every(0.001, tick) >> sink, name="burst", http=None)
+    wait_for(lambda: srv.metrics.iterations >= 60)
+    srv.settle(timeout=10)
+    assert [m["n"] for m in sink.items[:50]] == list(range(50))
