@@ -9,6 +9,9 @@ thread in a pure-Python loop; one of them also sets ``sys.setswitchinterval(0.00
 
 from __future__ import annotations
 
+import os
+import tempfile
+import time
 from typing import Any
 
 from common import PYTHON, Child, median, script, wrk, wrk_path
@@ -25,13 +28,33 @@ CONDITIONS: dict[str, tuple[int, bool, float | None]] = {
 
 
 def measure(kind: str, connections: int, busy: bool, switch: float | None, seconds: float) -> dict[str, float]:
-    args = [PYTHON, script("http_server.py"), "--kind", kind]
-    if busy:
-        args.append("--busy")
-    if switch:
-        args += ["--switch", str(switch)]
-    with Child(args) as server:
-        return wrk(server.info, connections, seconds)
+    """One server process, one wrk run; in the busy case also the busy loop's speed under load."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rate_file = os.path.join(tmp, "rate")
+        args = [PYTHON, script("http_server.py"), "--kind", kind, "--rate-file", rate_file]
+        if busy:
+            args.append("--busy")
+        if switch:
+            args += ["--switch", str(switch)]
+        with Child(args) as server:
+            before = _progress(rate_file) if busy else None
+            result = wrk(server.info, connections, seconds)
+            if before is not None:  # the cell's speed while it was being served: iterations/s
+                after = _progress(rate_file)
+                result["busy_loop_per_s"] = (after[0] - before[0]) / (after[1] - before[1])
+        return result
+
+
+def _progress(rate_file: str) -> tuple[int, float]:
+    """The busy loop's "<iterations> <time>", waiting for its first report."""
+    for _ in range(100):
+        try:
+            with open(rate_file) as f:
+                n, t = f.read().split()
+            return int(n), float(t)
+        except (OSError, ValueError):
+            time.sleep(0.05)
+    raise RuntimeError("the busy server never reported its progress")
 
 
 def run(smoke: bool = False) -> dict[str, Any]:
@@ -54,6 +77,8 @@ def run(smoke: bool = False) -> dict[str, Any]:
                 "p99_ms": round(median([r["p99_ms"] for r in runs]), 3),
                 "rounds_rps": [round(r["rps"]) for r in runs],
             }
+            if busy:
+                row[kind]["busy_loop_per_s"] = round(median([r["busy_loop_per_s"] for r in runs]))
         for kind in kinds[1:]:
             # ratio of medians would mix rounds; the median of per-round ratios keeps pairs together
             ratios = [s["rps"] / b["rps"] for s, b in zip(samples[kind], samples["bare"], strict=True)]

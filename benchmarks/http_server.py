@@ -3,7 +3,9 @@
 ``--kind bare``: starlette + uvicorn (httptools, uvloop) in a thread, configured as svckit's
 HTTP transport configures it. ``--kind svckit``: ``sk.serve`` of a one-stage flow whose
 stage is a plain ``def``; ``--kind svckit-async``: the same stage as ``async def``.
-``--busy`` keeps the main thread in a pure-Python loop (a kernel running a cell).
+``--busy`` keeps the main thread in a pure-Python loop (a kernel running a cell); with
+``--rate-file`` it writes its iteration count there about every 0.1 s, so the benchmark
+can show what serving (and the switch interval) costs the busy cell.
 Prints ``READY <url>`` once the first request has been answered, then serves until killed.
 """
 
@@ -104,11 +106,34 @@ def wait_ready(url: str) -> None:
     raise SystemExit("the server never answered")
 
 
+def busy(rate_file: str) -> None:
+    """A cell computing in pure Python until the parent's SIGTERM; reports its progress.
+
+    Every ~0.1 s it writes "<iterations so far> <perf_counter>" to ``rate_file``.
+    """
+    import os
+    import time
+
+    n = 0
+    last = time.perf_counter()
+    while True:
+        n += 1
+        if n & 0xFFFF == 0 and rate_file:
+            now = time.perf_counter()
+            if now - last >= 0.1:
+                tmp = rate_file + ".tmp"
+                with open(tmp, "w") as f:
+                    f.write(f"{n} {now}")
+                os.replace(tmp, rate_file)
+                last = now
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kind", choices=["bare", "svckit", "svckit-async"], required=True)
     parser.add_argument("--busy", action="store_true", help="keep the main thread busy in pure Python")
     parser.add_argument("--switch", type=float, default=None, help="sys.setswitchinterval value")
+    parser.add_argument("--rate-file", default="", help="where the busy loop writes its iterations/s")
     args = parser.parse_args()
     if args.switch:
         sys.setswitchinterval(args.switch)
@@ -116,9 +141,7 @@ def main() -> None:
     wait_ready(url)
     print("READY", f"{url}/{ACTION}", flush=True)
     if args.busy:
-        n = 0
-        while True:  # a cell computing in pure Python; ended by SIGTERM from the parent
-            n += 1
+        busy(args.rate_file)
     else:
         sys.stdin.read()
 

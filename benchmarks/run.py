@@ -47,6 +47,7 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("http_busy_c1", "http", "HTTP echo, 1 conn, busy main thread"),
     ("http_busy_c16", "http", "HTTP echo, 16 conns, busy main thread"),
     ("http_busy_c16_switch1ms", "http", "HTTP echo, 16 conns, busy, switchinterval 1 ms"),
+    ("http_busy_cell", "http", "busy cell's own loop speed at 16 conns (5 ms / 1 ms switch)"),
     ("http_async_idle_c16", "http", "HTTP echo, async def stage, 16 conns, idle"),
     ("http_async_busy_c16", "http", "HTTP echo, async def stage, 16 conns, busy"),
     ("zmq_req", "zmq", "ZMQ REQ/REP round trips, 1 REQ"),
@@ -134,6 +135,16 @@ def _switch(res: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _busy_cell(res: dict[str, Any]) -> dict[str, Any]:
+    """How fast the busy main thread itself ran while served, at both switch intervals."""
+    d, f = res["busy_c16"], res["busy_c16_switch1ms"]
+
+    def speeds(kind: str) -> str:
+        return f"{d[kind]['busy_loop_per_s'] / 1e6:.1f}M / {f[kind]['busy_loop_per_s'] / 1e6:.1f}M iter/s"
+
+    return _row(speeds("svckit"), speeds("bare"), None, "info: what serving costs the cell")
+
+
 def _zmq(key: str, kind: str, target: float | None, unit: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     def build(res: dict[str, Any]) -> dict[str, Any]:
         r = res[key]
@@ -157,6 +168,7 @@ ROW_BUILDERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "http_busy_c1": lambda r: _http(r, "busy_c1", "svckit", None),
     "http_busy_c16": lambda r: _http(r, "busy_c16", "svckit", 0.8),
     "http_busy_c16_switch1ms": _switch,
+    "http_busy_cell": lambda r: _busy_cell(r),
     "http_async_idle_c16": lambda r: _http(r, "idle_c16", "svckit-async", None),
     "http_async_busy_c16": lambda r: _http(r, "busy_c16", "svckit-async", None),
     "zmq_req": _zmq("rep_req", "svckit", 0.8, "rt/s"),

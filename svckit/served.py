@@ -338,6 +338,13 @@ class Served:
             return dict(result)
         return {action: result}
 
+    def reject(self, exc: BaseException, via: str, action: str, size: int = 0) -> tuple[int, bytes]:
+        """Answer a request a transport refused before it reached the flow (bad token, too
+        large, malformed): counted like any other error reply."""
+        start = time.time()
+        self.metrics.received_one(via, action, size, start)
+        return self._error(exc, via, action, start)
+
     def _error(self, exc: BaseException, via: str, action: str, start: float) -> tuple[int, bytes]:
         service = getattr(exc, "service", None) or getattr(exc, "_svckit_service", None) or self.name
         now = time.time()
@@ -501,8 +508,8 @@ class Served:
         actions = node.actions()
         if host != self.host:
             raise StateError(f"{self.name!r} is served on {self.host}; stop it before serving it on {host}.")
-        _setup(node)
         old_node, old_gen = self.node, self._gen
+        _setup(node, skip={id(leaf) for leaf in old_node.leaves()})  # stages kept are set up already
         try:
             self._stop_sources()
             self._actions = actions
@@ -558,8 +565,8 @@ class Served:
         self.http_port = new.port if new is not None else None
 
 
-def _setup(node: Service) -> None:
-    done: set[int] = set()
+def _setup(node: Service, skip: set[int] | None = None) -> None:
+    done: set[int] = set(skip or ())
     for leaf in node.leaves():
         if id(leaf) in done:
             continue

@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+import requests
 from openapi_spec_validator import validate
 
 import svckit as sk
@@ -382,3 +383,25 @@ def test_token_auth(sk_serve, curl, client_for):
     with pytest.raises(sk.Unauthorized):
         client_for(srv.url).wc(text="a")
     assert client_for(srv.url, token="s3cret").wc(text="a")["n"] == 1
+
+
+def test_token_also_guards_status_and_schema_but_not_health(sk_serve):
+    srv = sk_serve(sk.service(lambda x: x, name="echo"), token="s3cret")
+    for path in ("status", "openapi.json", ""):
+        r = requests.get(f"{srv.url}/{path}", timeout=10)
+        assert r.status_code == 401 and r.json()["error"]["type"] == "Unauthorized"
+        ok = requests.get(f"{srv.url}/{path}", headers={"Authorization": "Bearer s3cret"}, timeout=10)
+        assert ok.status_code == 200
+    assert requests.get(f"{srv.url}/health", timeout=10).status_code == 200
+
+
+def test_refused_requests_are_counted(sk_serve):
+    srv = sk_serve(sk.service(lambda x: x, name="echo"), token="s3cret", max_body=100)
+    assert requests.post(f"{srv.url}/echo", json={"x": 1}, timeout=10).status_code == 401
+    big = requests.post(
+        f"{srv.url}/echo", json={"x": "y" * 200}, headers={"Authorization": "Bearer s3cret"}, timeout=10
+    )
+    assert big.status_code == 413
+    counters = srv.status()
+    assert counters["received"] == 2 and counters["errors"] == 2
+    assert counters["errors_by_type"] == {"Unauthorized": 1, "PayloadTooLarge": 1}

@@ -254,3 +254,26 @@ def test_settle_waits_for_a_pipeline_queue(sk_serve):
     wait_for(lambda: srv.metrics.iterations >= 60)
     srv.settle(timeout=10)
     assert [m["n"] for m in sink.items[:50]] == list(range(50))
+
+
+def test_replacing_keeps_stages_set_up_once(sk_serve):
+    events: list[str] = []
+
+    class Resource(sk.Service):
+        def setup(self) -> None:
+            events.append("setup")
+
+        def teardown(self) -> None:
+            events.append("teardown")
+
+        def process(self, x: int) -> dict:
+            return {"y": x}
+
+    kept = Resource()
+    srv = sk_serve(kept, name="res")
+    sk_serve(kept >> sk.service(lambda y: y + 1, name="inc"), name="res")  # the same stage, in a new flow
+    assert events == ["setup"]
+    sk_serve(Resource(), name="res")  # a new instance: set up, and the old one torn down
+    assert events == ["setup", "setup", "teardown"]
+    srv.stop()
+    assert events == ["setup", "setup", "teardown", "teardown"]

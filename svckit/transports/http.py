@@ -43,6 +43,10 @@ def _json(status: int, body: bytes, headers: dict[str, str] | None = None) -> Re
     return Response(body, status_code=status, media_type=_JSON, headers=headers)
 
 
+def _reply(status: int, body: bytes) -> Response:
+    return Response(body, status_code=status, media_type=_JSON)
+
+
 def _error(exc: BaseException, status: int | None = None, headers: dict[str, str] | None = None) -> Response:
     return _json(status or status_of(exc), encode({"error": error_body(exc)}), headers)
 
@@ -154,11 +158,13 @@ class HttpEndpoint:
             known = ", ".join(self.routes) or "none"
             return _error(UnknownAction(f"No action {action!r} on port {self.port}; actions here: {known}."))
         if served.token is not None and not self._authorized(scope, served.token):
-            return _error(Unauthorized(f"{served.name!r} needs a token: send 'Authorization: Bearer <token>'."))
+            refused = Unauthorized(f"{served.name!r} needs a token: send 'Authorization: Bearer <token>'.")
+            return _reply(*served.reject(refused, "http", action))
         limit = served.max_body
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            return _error(PayloadTooLarge(f"The request body is {length} bytes; the limit is {limit}."))
+            too_large = PayloadTooLarge(f"The request body is {length} bytes; the limit is {limit}.")
+            return _reply(*served.reject(too_large, "http", action, int(length)))
         chunks = []
         size = 0
         more = True
@@ -169,15 +175,19 @@ class HttpEndpoint:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                return _error(PayloadTooLarge(f"The request body is over the limit of {limit} bytes."))
+                too_large = PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
+                return _reply(*served.reject(too_large, "http", action, size))
             chunks.append(chunk)
             more = message.get("more_body", False)
         raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        status, body = await served.handle(action, raw, "http")
-        return Response(body, status_code=status, media_type=_JSON)
+        return _reply(*await served.handle(action, raw, "http"))
 
     def _get(self, action: str, scope: dict[str, Any]) -> Response:
         prefix = self._prefix(scope)
+        tokens = [s.token for s in self.served if s.token is not None]
+        if action != "health" and tokens and not any(self._authorized(scope, t) for t in tokens):
+            # status, the index and the schema tell what is served and its last errors
+            return _error(Unauthorized("This port is served with a token: send 'Authorization: Bearer <token>'."))
         if action == "health":
             bad = [s.name for s in self.served if s.state.value != "running"]
             health = {"status": "ok" if not bad else "unavailable", "not_running": bad}

@@ -25,7 +25,6 @@ import zmq
 import zmq.asyncio
 
 from ..errors import BadRequest, PayloadTooLarge, PortInUse, StateError, Unauthorized, UnknownAction, WiringError
-from ..served import error_reply
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -335,7 +334,8 @@ class ZmqEndpoint:
             elif len(body) > 1 and len(body[1]) > served.max_body:
                 problem = PayloadTooLarge(f"The request is {len(body[1])} bytes; the limit is {served.max_body}.")
         if problem is not None:
-            _, reply = error_reply(problem)
+            action = body[0].decode("utf-8", "replace") if body else ""
+            _, reply = served.reject(problem, "zmq", action, sum(map(len, body[1:2])))
             self._send([*envelope, ERROR, reply])
             return None
         raw = body[1] if len(body) > 1 else b""
