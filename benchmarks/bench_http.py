@@ -45,6 +45,18 @@ def measure(kind: str, connections: int, busy: bool, switch: float | None, secon
         return result
 
 
+def unloaded_busy_rate(seconds: float) -> float:
+    """The busy loop's speed with nothing served and no load: the reference for the cell's cost."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rate_file = os.path.join(tmp, "rate")
+        args = [PYTHON, script("http_server.py"), "--kind", "none", "--busy", "--rate-file", rate_file]
+        with Child(args):
+            before = _progress(rate_file)
+            time.sleep(seconds)
+            after = _progress(rate_file)
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def _progress(rate_file: str) -> tuple[int, float]:
     """The busy loop's "<iterations> <time>", waiting for its first report."""
     for _ in range(100):
@@ -84,6 +96,7 @@ def run(smoke: bool = False) -> dict[str, Any]:
             ratios = [s["rps"] / b["rps"] for s, b in zip(samples[kind], samples["bare"], strict=True)]
             row[f"{kind}_ratio"] = round(median(ratios), 3)
         results[cond] = row
+    results["busy_loop_unloaded_per_s"] = round(unloaded_busy_rate(seconds))
     return results
 
 

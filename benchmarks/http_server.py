@@ -3,6 +3,8 @@
 ``--kind bare``: starlette + uvicorn (httptools, uvloop) in a thread, configured as svckit's
 HTTP transport configures it. ``--kind svckit``: ``sk.serve`` of a one-stage flow whose
 stage is a plain ``def``; ``--kind svckit-async``: the same stage as ``async def``.
+``--kind none`` serves nothing (the busy loop's reference speed).
+
 ``--busy`` keeps the main thread in a pure-Python loop (a kernel running a cell); with
 ``--rate-file`` it writes its iteration count there about every 0.1 s, so the benchmark
 can show what serving (and the switch interval) costs the busy cell.
@@ -130,16 +132,19 @@ def busy(rate_file: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--kind", choices=["bare", "svckit", "svckit-async"], required=True)
+    parser.add_argument("--kind", choices=["bare", "svckit", "svckit-async", "none"], required=True)
     parser.add_argument("--busy", action="store_true", help="keep the main thread busy in pure Python")
     parser.add_argument("--switch", type=float, default=None, help="sys.setswitchinterval value")
     parser.add_argument("--rate-file", default="", help="where the busy loop writes its iterations/s")
     args = parser.parse_args()
     if args.switch:
         sys.setswitchinterval(args.switch)
-    url = serve_bare() if args.kind == "bare" else serve_svckit(args.kind == "svckit-async")
-    wait_ready(url)
-    print("READY", f"{url}/{ACTION}", flush=True)
+    if args.kind == "none":  # nothing served: the busy loop's reference speed
+        print("READY", flush=True)
+    else:
+        url = serve_bare() if args.kind == "bare" else serve_svckit(args.kind == "svckit-async")
+        wait_ready(url)
+        print("READY", f"{url}/{ACTION}", flush=True)
     if args.busy:
         busy(args.rate_file)
     else:

@@ -142,7 +142,8 @@ def _busy_cell(res: dict[str, Any]) -> dict[str, Any]:
     def speeds(kind: str) -> str:
         return f"{d[kind]['busy_loop_per_s'] / 1e6:.1f}M / {f[kind]['busy_loop_per_s'] / 1e6:.1f}M iter/s"
 
-    return _row(speeds("svckit"), speeds("bare"), None, "info: what serving costs the cell")
+    alone = res["busy_loop_unloaded_per_s"] / 1e6
+    return _row(speeds("svckit"), speeds("bare"), None, f"info; {alone:.1f}M iter/s unserved")
 
 
 def _zmq(key: str, kind: str, target: float | None, unit: str) -> Callable[[dict[str, Any]], dict[str, Any]]:

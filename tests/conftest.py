@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -90,3 +92,79 @@ def client_for() -> Iterator[Callable[..., sk.Client]]:
     yield make
     for client in made:
         client.close()
+
+
+@pytest.fixture
+def zsock() -> Iterator[Callable[[int], Any]]:
+    """``zsock(kind)``: a raw pyzmq socket (linger 0), every one closed when the test ends."""
+    import zmq
+
+    ctx = zmq.Context()
+    made: list[Any] = []
+
+    def make(kind: int) -> Any:
+        sock = ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        made.append(sock)
+        return sock
+
+    yield make
+    for sock in made:
+        sock.close(linger=0)
+    ctx.term()
+
+
+@contextlib.contextmanager
+def running_jupyter(app: str, root: Path, *extra: str) -> Iterator[str]:
+    """A real ``jupyter server`` or ``jupyter lab`` on 127.0.0.1 serving ``root``; yields its URL.
+
+    No token, temporary Jupyter config/data/runtime dirs, its own process group (killed
+    afterwards). Its log is ``root / "jupyter.log"``.
+    """
+    import os
+    import signal
+    import socket
+
+    import requests
+
+    env = dict(os.environ)
+    for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
+        env[var] = str(root / ".jupyter" / var.lower())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [
+        sys.executable, "-m", "jupyter", app, "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+        "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
+        f"--ServerApp.root_dir={root}", "--allow-root", *extra,
+    ]  # fmt: skip
+    log_path = root / "jupyter.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"jupyter {app} exited:\n{log_path.read_text()[-3000:]}")
+            try:
+                return requests.get(f"{base}/api/status", timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        try:
+            wait_for(up, timeout=90, what=f"jupyter {app} to answer")
+            yield base
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def start_jupyter() -> Callable[..., Any]:
+    """``with start_jupyter("lab" | "server", root, *args) as url``: see ``running_jupyter``."""
+    return running_jupyter

@@ -2,65 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-
 import pytest
 import requests
 
 import svckit as sk
-from svckit.testing import wait_for
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
-def jupyter_server(tmp_path_factory):
-    """A real ``jupyter server`` on 127.0.0.1 with no token, in temporary Jupyter dirs."""
-    root = tmp_path_factory.mktemp("jupyter")
-    env = dict(os.environ)
-    for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
-        env[var] = str(root / var.lower())
-    port = _free_port()
-    cmd = [
-        sys.executable, "-m", "jupyter", "server", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
-        "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
-        f"--ServerApp.root_dir={root}", "--allow-root",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"jupyter server exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            return requests.get(f"{base}/api/status", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    try:
-        wait_for(up, timeout=60, what="jupyter server to answer")
+def jupyter_server(tmp_path_factory, start_jupyter):
+    """A real ``jupyter server`` (with jupyter-server-proxy) on 127.0.0.1, no token."""
+    with start_jupyter("server", tmp_path_factory.mktemp("jupyter")) as base:
         yield base
-    finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-    proc.stderr.close()
 
 
 @pytest.fixture

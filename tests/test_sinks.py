@@ -14,24 +14,6 @@ import svckit as sk
 from svckit.testing import collect, wait_for
 
 
-@pytest.fixture
-def zsock() -> Any:
-    """``zsock(kind)``: a raw pyzmq socket (linger 0) closed when the test ends."""
-    ctx = zmq.Context()
-    made: list[Any] = []
-
-    def make(kind: int) -> Any:
-        sock = ctx.socket(kind)
-        sock.setsockopt(zmq.LINGER, 0)
-        made.append(sock)
-        return sock
-
-    yield make
-    for sock in made:
-        sock.close(linger=0)
-    ctx.term()
-
-
 def test_pub_sub_chain_between_two_served_flows(sk_serve: Callable[..., sk.Served]) -> None:
     counter = itertools.count(1)
     pub = sk.publish(port=0, topic="ticks")

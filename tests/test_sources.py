@@ -19,24 +19,6 @@ from svckit.testing import collect, wait_for
 logger = logging.getLogger(__name__)
 
 
-@pytest.fixture
-def zsock() -> Any:
-    """``zsock(kind)``: a raw pyzmq socket (linger 0) closed when the test ends."""
-    ctx = zmq.Context()
-    made: list[Any] = []
-
-    def make(kind: int) -> Any:
-        sock = ctx.socket(kind)
-        sock.setsockopt(zmq.LINGER, 0)
-        made.append(sock)
-        return sock
-
-    yield make
-    for sock in made:
-        sock.close(linger=0)
-    ctx.term()
-
-
 class Ticker(sk.Service):
     """A loop service: counts up; ``reset`` starts again."""
 

@@ -21,24 +21,6 @@ def parse(text: str) -> dict[str, Any]:
     return {"words": text.split()}
 
 
-@pytest.fixture
-def zsock() -> Any:
-    """``zsock(kind)``: a raw pyzmq socket (linger 0) closed when the test ends."""
-    ctx = zmq.Context()
-    made: list[Any] = []
-
-    def make(kind: int) -> Any:
-        sock = ctx.socket(kind)
-        sock.setsockopt(zmq.LINGER, 0)
-        made.append(sock)
-        return sock
-
-    yield make
-    for sock in made:
-        sock.close(linger=0)
-    ctx.term()
-
-
 _REQ_SCRIPT = r"""
 import json, sys, zmq
 ctx = zmq.Context()

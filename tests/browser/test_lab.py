@@ -10,15 +10,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from svckit.testing import wait_for
 
@@ -38,55 +33,17 @@ if os.environ.get("SVCKIT_NO_BROWSER") == "1":
     pytest.skip("SVCKIT_NO_BROWSER=1: the browser test is skipped", allow_module_level=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab(tmp_path_factory, start_jupyter):
     """JupyterLab on 127.0.0.1 serving a temporary copy of notebooks/."""
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian chromium is missing: `make test` installs it (apt-get install chromium).")
     root = tmp_path_factory.mktemp("lab")
-    work = root / "notebooks"
-    shutil.copytree(NOTEBOOKS, work)
-    env = dict(os.environ)
-    for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
-        env[var] = str(root / var.lower())
+    shutil.copytree(NOTEBOOKS, root, dirs_exist_ok=True)
     extra = os.environ.get("SVCKIT_LAB_ARGS", "").split()  # e.g. to disable an extension when checking the test
-    port = _free_port()
-    cmd = [
-        sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
-        "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
-        f"--ServerApp.root_dir={work}", "--allow-root", "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", *extra,
-    ]  # fmt: skip
-    log = open(root / "lab.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=work)
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"jupyter lab exited:\n{(root / 'lab.log').read_text()[-3000:]}")
-        try:
-            return requests.get(f"{base}/api/status", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    try:
-        wait_for(up, timeout=90, what="JupyterLab to answer")
+    quiet = ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    with start_jupyter("lab", root, *quiet, *extra) as base:
         yield base, root
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        log.close()
 
 
 @pytest.fixture
