@@ -35,7 +35,7 @@ browser-deps:
 	fi
 
 unit: $(STAMP) browser-deps
-	$(BIN)/pytest tests
+	$(BIN)/pytest --doctest-modules svckit tests
 
 # strict nbval (not --nbval-lax), three runs in a row
 notebooks: $(STAMP)

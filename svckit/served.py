@@ -118,7 +118,7 @@ class Served:
     Examples
     --------
     >>> import svckit as sk
-    >>> srv = sk.serve(sk.service(lambda x: x + 1), name="inc", http=0)
+    >>> srv = sk.serve(sk.service(lambda x: x + 1, name="inc"), http=0)
     >>> srv
     <Served inc: running>
     >>> sk.Client(srv.url).inc(x=1)
@@ -629,7 +629,7 @@ def serve(
     Examples
     --------
     >>> import svckit as sk
-    >>> srv = sk.serve(sk.service(lambda text: text.upper()), name="shout", http=0)
+    >>> srv = sk.serve(sk.service(lambda text: text.upper(), name="shout"), http=0)
     >>> sk.Client(srv.url).call("shout", text="hi")["shout"]
     'HI'
     >>> srv.stop()

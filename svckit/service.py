@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
 import time
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -609,6 +610,14 @@ def _find_actions(svc: Service) -> dict[str, Callable[..., Any]]:
 _BASE_NAMES: frozenset[str] = frozenset()
 
 
+def _is_svckit_class(klass: type) -> bool:
+    """True for svckit's own classes (a module-level class of a ``svckit.*`` module)."""
+    module = klass.__module__
+    if module != "svckit" and not module.startswith("svckit."):
+        return False
+    return getattr(sys.modules.get(module), klass.__qualname__, None) is klass
+
+
 def _config_fields(cls: type[Service]) -> dict[str, tuple[Any, Any]]:
     """The typed class attributes of a user's Service subclass: name → (type, default)."""
     cached = cls.__dict__.get("_config")
@@ -619,7 +628,7 @@ def _config_fields(cls: type[Service]) -> dict[str, tuple[Any, Any]]:
         _BASE_NAMES = frozenset(dir(Service)) | {"config", "fn", "is_async", "concurrent"}
     fields: dict[str, tuple[Any, Any]] = {}
     for klass in reversed(cls.__mro__):
-        if klass is object or klass.__module__.startswith("svckit"):
+        if klass is object or _is_svckit_class(klass):
             continue
         try:
             hints = inspect.get_annotations(klass, eval_str=True)

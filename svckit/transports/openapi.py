@@ -62,8 +62,10 @@ def _doc(node: object) -> str:
     fn = getattr(node, "fn", None)
     if fn is not None:
         return (getattr(fn, "__doc__", None) or "").strip()
+    from ..service import _is_svckit_class
+
     cls = type(node)
-    if cls.__module__.startswith("svckit"):
+    if _is_svckit_class(cls):
         return ""
     return (cls.__doc__ or "").strip()
 
