@@ -73,12 +73,13 @@ def run(smoke: bool = False) -> dict[str, Any]:
     if wrk_path() is None:
         return {"skipped": "wrk is not installed (make bench installs it)"}
     rounds = 1 if smoke else 3
+    busy_rounds = 1 if smoke else 5  # a busy main thread makes single runs swing 2-5x: more pairs
     seconds = 1.0 if smoke else 3.0
     kinds = KINDS
     results: dict[str, Any] = {}
     for cond, (conns, busy, switch) in CONDITIONS.items():
         samples: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
-        for _ in range(rounds):
+        for _ in range(busy_rounds if busy else rounds):
             for kind in kinds:
                 samples[kind].append(measure(kind, conns, busy, switch, seconds))
         row: dict[str, Any] = {"connections": conns, "busy": busy, "switchinterval": switch or 0.005}
