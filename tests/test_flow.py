@@ -406,3 +406,33 @@ def test_branch_errors_over_http(sk_serve, curl):
     assert curl("POST", f"{srv.url}/route", '{"kind": "img", "data": "x"}')[1]["img"] == "image:x"
     status, reply = curl("POST", f"{srv.url}/route", '{"kind": "pdf", "data": "x"}')
     assert status == 422 and reply["error"]["field"] == "kind"
+
+
+def test_inline_stages_run_on_the_loop_thread_and_plain_ones_in_the_pool(sk_serve):
+    import threading
+
+    seen: dict[str, str] = {}
+
+    @sk.service(inline=True)
+    def quick(x: int) -> dict:
+        seen["quick"] = threading.current_thread().name
+        return {"y": x + 1}
+
+    @sk.service
+    def plain(y: int) -> dict:
+        seen["plain"] = threading.current_thread().name
+        return {"z": y + 1}
+
+    srv = sk_serve(quick >> plain, name="mixed")
+    assert sk.Client(srv.url).mixed(x=1) == {"x": 1, "y": 2, "z": 3}
+    assert seen["quick"] == "svckit-runtime"
+    assert seen["plain"].startswith("svckit-worker")
+    assert quick(x=1) == {"x": 1, "y": 2}  # called in a cell it runs right here
+
+
+def test_inline_is_for_plain_functions_only():
+    async def already(x: int) -> None:
+        return None
+
+    with pytest.raises(sk.WiringError, match="async def"):
+        sk.service(already, inline=True)
