@@ -16,7 +16,7 @@ from typing import Any
 
 from common import PYTHON, Child, median, script, wrk, wrk_path
 
-KINDS = ("bare", "svckit", "svckit-async")
+KINDS = ("bare", "svckit", "svckit-async", "svckit-inline")
 #: name → (connections, busy main thread, switch interval or None for the default 0.005 s)
 CONDITIONS: dict[str, tuple[int, bool, float | None]] = {
     "idle_c1": (1, False, None),

@@ -2,12 +2,18 @@
 
 ``--kind bare``: starlette + uvicorn (httptools, uvloop) in a thread, configured as svckit's
 HTTP transport configures it. ``--kind svckit``: ``sk.serve`` of a one-stage flow whose
-stage is a plain ``def``; ``--kind svckit-async``: the same stage as ``async def``.
+stage is a plain ``def``; ``--kind svckit-async``: the same stage as ``async def``;
+``--kind svckit-inline``: the plain ``def`` marked ``inline=True`` (run on the loop).
 ``--kind none`` serves nothing (the busy loop's reference speed).
 
 ``--busy`` keeps the main thread in a pure-Python loop (a kernel running a cell); with
 ``--rate-file`` it writes its iteration count there about every 0.1 s, so the benchmark
 can show what serving (and the switch interval) costs the busy cell.
+``--dashboard`` (svckit kinds) also shows ``srv.dashboard()`` and keeps it alive. With no
+frontend, every widget comm message is serialised and signed as ipykernel's ``Session``
+would before sending it on IOPub, then counted and dropped; a ``stats`` line on stdin
+answers ``STATS {"comm_msgs": n, "comm_bytes": b, "updates": u}`` (totals so far).
+
 Prints ``READY <url>`` once the first request has been answered, then serves until killed.
 """
 
@@ -75,7 +81,49 @@ def serve_bare() -> str:
     return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def serve_svckit(is_async: bool) -> str:
+class CommCounter:
+    """What a kernel's IOPub would have carried: comm messages and their serialised bytes."""
+
+    messages = 0
+    bytes = 0
+
+
+def install_counting_comm() -> None:
+    """Make ``comm.create_comm`` return comms that serialise each message as ipykernel does, then count it.
+
+    ipykernel's ``Comm.publish_msg`` runs ``json_clean`` on the content and hands it to
+    ``Session.send``, which builds the header, JSON-packs every part and signs it with
+    HMAC-SHA256 before writing to the IOPub socket; here the socket write is the only step left out.
+    """
+    import comm
+    from comm.base_comm import BaseComm
+    from ipykernel.jsonutil import json_clean
+    from jupyter_client.session import Session
+
+    session = Session(key=b"svckit-bench-key", username="bench")
+    lock = threading.Lock()
+
+    class CountingComm(BaseComm):
+        def publish_msg(
+            self,
+            msg_type: str,
+            data: dict[str, Any] | None = None,
+            metadata: dict[str, Any] | None = None,
+            buffers: list[bytes] | None = None,
+            **keys: Any,
+        ) -> None:
+            content = json_clean(dict(data={} if data is None else data, comm_id=self.comm_id, **keys))
+            msg = session.msg(msg_type, content, parent={}, metadata=json_clean(metadata or {}))
+            parts = session.serialize(msg, ident=self.topic)
+            size = sum(len(p) for p in parts) + sum(len(b) for b in buffers or ())
+            with lock:
+                CommCounter.messages += 1
+                CommCounter.bytes += size
+
+    comm.create_comm = lambda *a, **k: CountingComm(*a, **k)
+
+
+def serve_svckit(is_async: bool, dashboard: bool = False, inline: bool = False) -> str:
     import svckit as sk
 
     if is_async:
@@ -88,9 +136,26 @@ def serve_svckit(is_async: bool) -> str:
         def echo(text: str) -> dict[str, Any]:  # type: ignore[misc]
             return {"text": text}
 
-    srv = sk.serve(sk.Flow(sk.service(echo)), name=ACTION, http=0)
+    srv = sk.serve(sk.Flow(sk.service(echo, inline=inline)), name=ACTION, http=0)
     assert srv.url is not None
+    if dashboard:
+        install_counting_comm()
+        _dashboards.append(srv.dashboard())  # displayed for the life of the process
+    _served.append(srv)
     return srv.url
+
+
+_served: list[Any] = []
+_dashboards: list[Any] = []
+
+
+def answer_stats() -> None:
+    """Serve ``stats`` requests from stdin until it closes (the parent stopping us)."""
+    for line in sys.stdin:
+        if line.strip() == "stats":
+            updates = sum(d.updates for d in _dashboards)
+            stats = {"comm_msgs": CommCounter.messages, "comm_bytes": CommCounter.bytes, "updates": updates}
+            print("STATS", json.dumps(stats), flush=True)
 
 
 def wait_ready(url: str) -> None:
@@ -132,23 +197,30 @@ def busy(rate_file: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--kind", choices=["bare", "svckit", "svckit-async", "none"], required=True)
+    parser.add_argument("--kind", choices=["bare", "svckit", "svckit-async", "svckit-inline", "none"], required=True)
     parser.add_argument("--busy", action="store_true", help="keep the main thread busy in pure Python")
     parser.add_argument("--switch", type=float, default=None, help="sys.setswitchinterval value")
     parser.add_argument("--rate-file", default="", help="where the busy loop writes its iterations/s")
+    parser.add_argument("--dashboard", action="store_true", help="show srv.dashboard() (svckit kinds)")
     args = parser.parse_args()
     if args.switch:
         sys.setswitchinterval(args.switch)
     if args.kind == "none":  # nothing served: the busy loop's reference speed
         print("READY", flush=True)
     else:
-        url = serve_bare() if args.kind == "bare" else serve_svckit(args.kind == "svckit-async")
+        if args.dashboard and args.kind == "bare":
+            parser.error("--dashboard needs an svckit kind")
+        url = (
+            serve_bare()
+            if args.kind == "bare"
+            else serve_svckit(args.kind == "svckit-async", args.dashboard, inline=args.kind == "svckit-inline")
+        )
         wait_ready(url)
         print("READY", f"{url}/{ACTION}", flush=True)
     if args.busy:
         busy(args.rate_file)
     else:
-        sys.stdin.read()
+        answer_stats()
 
 
 if __name__ == "__main__":

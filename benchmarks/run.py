@@ -50,6 +50,8 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("http_busy_cell", "http", "busy cell's own loop speed at 16 conns (5 ms / 1 ms switch)"),
     ("http_async_idle_c16", "http", "HTTP echo, async def stage, 16 conns, idle"),
     ("http_async_busy_c16", "http", "HTTP echo, async def stage, 16 conns, busy"),
+    ("http_inline_idle_c16", "http", "HTTP echo, def stage inline=True, 16 conns, idle"),
+    ("http_inline_busy_c16", "http", "HTTP echo, def stage inline=True, 16 conns, busy"),
     ("zmq_req", "zmq", "ZMQ REQ/REP round trips, 1 REQ"),
     ("zmq_dealer16", "zmq", "ZMQ round trips, 16 DEALERs in flight"),
     ("zmq_pipeline", "zmq", "ZMQ PULL -> 3 stages -> PUSH"),
@@ -163,6 +165,21 @@ def _zmq(key: str, kind: str, target: float | None, unit: str) -> Callable[[dict
     return build
 
 
+def _dashboard(res: dict[str, Any]) -> dict[str, Any]:
+    """Throughput with the dashboard displayed against without, the comm traffic it sent, the spread."""
+    d, w = res["dashboard"], res["without"]
+    ratio = res["ratio"]
+    spread = f"{min(res['ratios']):.2f}-{max(res['ratios']):.2f}"
+    return _row(
+        f"{d['rps']:,} req/s p50 {d['p50_ms']:.2f} p99 {d['p99_ms']:.2f} ms; "
+        f"{d['comm_msgs_per_s']:.1f} comm msg/s ({d['comm_kb_per_s']:.1f} KB/s)",
+        f"{w['rps']:,} req/s p50 {w['p50_ms']:.2f} p99 {w['p99_ms']:.2f} ms (no dashboard)",
+        ratio,
+        f">= 0.9x without (rounds {spread}, n={len(res['ratios'])})",
+        ratio >= 0.9,
+    )
+
+
 ROW_BUILDERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "http_idle_c1": lambda r: _http(r, "idle_c1", "svckit", None),
     "http_idle_c16": lambda r: _http(r, "idle_c16", "svckit", 0.8),
@@ -172,6 +189,8 @@ ROW_BUILDERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "http_busy_cell": lambda r: _busy_cell(r),
     "http_async_idle_c16": lambda r: _http(r, "idle_c16", "svckit-async", None),
     "http_async_busy_c16": lambda r: _http(r, "busy_c16", "svckit-async", None),
+    "http_inline_idle_c16": lambda r: _http(r, "idle_c16", "svckit-inline", None),
+    "http_inline_busy_c16": lambda r: _http(r, "busy_c16", "svckit-inline", None),
     "zmq_req": _zmq("rep_req", "svckit", 0.8, "rt/s"),
     "zmq_dealer16": _zmq("rep_dealer", "svckit", 0.8, "rt/s"),
     "zmq_pipeline": _zmq("pipeline", "svckit", 0.5, "msg/s"),
@@ -181,7 +200,7 @@ ROW_BUILDERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "compose_1": _compose("1"),
     "compose_5": _compose("5"),
     "compose_20": _compose("20"),
-    "dashboard": lambda r: _row(str(r.get("skipped", bench_dashboard.NOT_BUILT))),
+    "dashboard": _dashboard,
     "memory": lambda r: _row(
         f"{r['growth_mb']:+.1f} MB ({r['rss_after_baseline_mb']:.0f} -> {r['rss_after_all_mb']:.0f} MB)",
         f"{r['messages']:,} msgs at {r['msgs_per_s']:,}/s",
