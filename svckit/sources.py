@@ -2,8 +2,9 @@
 
 A source stands first in a flow. Served, it becomes a running pipeline: the source
 produces messages into a bounded queue, and consumer tasks pass each one through
-``Served.handle`` (the same path a request takes), so pipeline messages are counted in
-the served metrics and show in ``Served.outputs``/``Served.traffic`` like requests.
+``Served.feed`` (the path a request takes, without encoding a reply nobody reads), so
+pipeline messages are counted in the served metrics and show in
+``Served.outputs``/``Served.traffic`` like requests.
 
 What happens when the queue is full (a stage slower than the source):
 
@@ -169,21 +170,14 @@ class _ZmqSource(Source):
         raise NotImplementedError
 
     async def produce(self, pipe: Pipeline) -> None:
-        import zmq
+        from .transports.zmq import Reader
 
-        from .transports.zmq import BATCH
-
-        asock, sock = await self.open(pipe.runtime)
+        _, sock = await self.open(pipe.runtime)
+        reader = Reader(sock)
         pipe.opened.set()
         queue, drop = pipe.queue, self.drops
-        while True:
-            await asock.poll()  # POLLIN
-            moved = 0
-            while True:
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+        try:
+            async for frames in reader:
                 raw = frames[-1]
                 if not queue.full():
                     queue.put_nowait(raw)
@@ -191,9 +185,8 @@ class _ZmqSource(Source):
                     pipe.served.metrics.drop(1, self.via, pipe.served.name, len(raw))
                 else:
                     await queue.put(raw)  # backpressure: stop reading until the flow catches up
-                moved += 1
-                if moved % BATCH == 0:
-                    await asyncio.sleep(0)
+        finally:
+            reader.close()  # before close() closes the socket
 
 
 class Subscribe(_ZmqSource):
@@ -431,7 +424,7 @@ class Pipeline:
                 self.source.calls += 1
             self._busy.add(index)
             try:
-                await served.handle(served.name, raw, via)
+                await served.feed(raw, via)
             finally:
                 self._busy.discard(index)
                 queue.task_done()

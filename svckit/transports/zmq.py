@@ -8,6 +8,8 @@ the served thing has one) and gets ``[status, json]`` back, where status is ``ok
 Every socket lives on the runtime thread, in the runtime's own ``zmq.asyncio.Context``.
 Reading and writing follow DESIGN §3: wait once for readiness, then move messages with
 ``NOBLOCK`` until the socket is empty, yielding to the loop every ``BATCH`` messages.
+Readers wait on the socket's ``ZMQ_FD`` with the loop's own ``add_reader`` (``Reader``):
+pyzmq's asyncio ``poll()`` cost more than half of a round trip here.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from ..runtime import Runtime
     from ..served import Served
 
-__all__ = ["BATCH", "SharedSocket", "ZmqEndpoint", "context", "open_endpoint"]
+__all__ = ["BATCH", "Reader", "SharedSocket", "ZmqEndpoint", "context", "open_endpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,11 @@ BATCH = 256
 MAX_INFLIGHT = 1024
 OK = b"ok"
 ERROR = b"error"
+# Plain ints: pyzmq's flag enums do their arithmetic in Python, per frame.
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 def context(rt: Runtime) -> zmq.asyncio.Context:
@@ -141,6 +148,93 @@ def _bindable(host: str, port: int) -> bool:
     return True
 
 
+class Reader:
+    """Reads one socket on the running loop: ``async for frames in reader`` yields each message.
+
+    Waits for readiness with ``loop.add_reader`` on the socket's ``ZMQ_FD``, then receives
+    with ``NOBLOCK`` until the socket is empty, yielding to the loop every ``BATCH``
+    messages. ``ZMQ_FD`` only signals edges, and any ``recv``, ``send`` or ``EVENTS`` read
+    on the socket may consume one: so ``ZMQ_EVENTS`` is checked before every wait, and
+    code that sends on the same socket calls ``sent()`` afterwards, or a message that
+    arrived meanwhile would wait unseen. Iteration ends when the socket is closed.
+    ``close()`` (before closing the socket) takes the FD off the loop.
+    """
+
+    __slots__ = ("_fd", "_loop", "_moved", "_waiter", "sock")
+
+    def __init__(self, sock: zmq.Socket[bytes]) -> None:
+        self.sock = sock
+        self._loop = asyncio.get_running_loop()
+        self._fd = int(sock.getsockopt(zmq.FD))
+        self._waiter: asyncio.Future[None] | None = None
+        self._moved = 0
+        self._loop.add_reader(self._fd, self._signal)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(fd)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def sent(self) -> None:
+        """Call after sending on the socket: the send may have consumed the FD's edge."""
+        if self._waiter is not None:
+            self._signal()
+
+    def _signal(self) -> None:
+        # Reading EVENTS also clears the FD, so the loop does not call this again at once.
+        try:
+            readable = int(self.sock.get(_EVENTS)) & _POLLIN
+        except zmq.ZMQError:
+            readable = True  # closed: wake the reader so it finds out
+        waiter = self._waiter
+        if readable and waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __aiter__(self) -> Reader:
+        return self
+
+    async def __anext__(self) -> list[bytes]:
+        sock = self.sock
+        if self._moved >= BATCH:
+            self._moved = 0
+            await asyncio.sleep(0)
+        while True:
+            try:
+                frame = sock.recv(_NOBLOCK, copy=False)
+                frames = [frame.bytes]
+                while frame.more:  # the rest of a message is there at once (ZMQ is atomic)
+                    frame = sock.recv(_NOBLOCK, copy=False)
+                    frames.append(frame.bytes)
+            except zmq.Again:
+                self._moved = 0
+                if self._fd < 0:
+                    raise StopAsyncIteration from None
+                await self._wait()
+                continue
+            except zmq.ZMQError:
+                raise StopAsyncIteration from None  # the socket was closed under us (shutdown)
+            self._moved += 1
+            return frames
+
+    async def _wait(self) -> None:
+        sock = self.sock
+        while self._fd >= 0:
+            try:
+                if int(sock.get(_EVENTS)) & _POLLIN:
+                    return
+            except zmq.ZMQError:
+                return  # closed: the next recv ends the iteration
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+
+
 class SharedSocket:
     """A bound socket that sinks on the same port share (refcounted), so re-serving a flow
     whose new sink binds the same port as the old one takes the socket over instead of
@@ -230,6 +324,7 @@ class ZmqEndpoint:
         self._asock: zmq.asyncio.Socket | None = None
         self._sock: zmq.Socket[bytes] | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._io: Reader | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._room: asyncio.Semaphore | None = None
 
@@ -279,28 +374,18 @@ class ZmqEndpoint:
 
     # -- the request path ------------------------------------------------------------
     async def _read(self) -> None:
-        asock, sock, room = self._asock, self._sock, self._room
-        assert asock is not None and sock is not None and room is not None
+        sock, room = self._sock, self._room
+        assert sock is not None and room is not None
         loop = asyncio.get_running_loop()
-        while True:
-            await asock.poll()  # POLLIN
-            moved = 0
-            while True:
-                await room.acquire()  # never suspends unless MAX_INFLIGHT requests are running
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    room.release()
-                    break
-                except zmq.ZMQError:
-                    room.release()
-                    return  # the socket was closed under us (shutdown)
-                task = self._dispatch(frames, loop)
-                if task is None:
-                    room.release()
-                moved += 1
-                if moved % BATCH == 0:
-                    await asyncio.sleep(0)
+        reader = self._io = Reader(sock)
+        try:
+            await room.acquire()  # never suspends unless MAX_INFLIGHT requests are running
+            async for frames in reader:
+                if self._dispatch(frames, loop) is not None:
+                    await room.acquire()
+        finally:
+            self._io = None
+            reader.close()
 
     def _dispatch(self, frames: list[bytes], loop: asyncio.AbstractEventLoop) -> asyncio.Task[None] | None:
         # The envelope is everything up to the first empty frame: the identity, plus any
@@ -369,7 +454,12 @@ class ZmqEndpoint:
         if sock is None or sock.closed:
             return True
         try:
-            sock.send_multipart(frames, zmq.NOBLOCK)
+            # send_multipart, without its per-frame checks and flag-enum arithmetic. ZMQ
+            # queues a multipart message atomically: EAGAIN can only come on the first frame.
+            send = sock.send
+            for frame in frames[:-1]:
+                send(frame, _MORE_NOBLOCK)
+            send(frames[-1], _NOBLOCK)
         except zmq.Again:
             return False
         except zmq.ZMQError as exc:
@@ -380,6 +470,9 @@ class ZmqEndpoint:
             if exc.errno in (zmq.ENOTSOCK, zmq.ETERM):
                 return True
             raise
+        finally:
+            if self._io is not None:
+                self._io.sent()  # the send may have taken the FD's edge for a new request
         return True
 
 
