@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from .errors import BadMessage, WiringError
+from .errors import BadMessage, StopFlow, WiringError
 from .service import Params, Service, check_name, lift
 
 __all__ = ["Branch", "Flow", "Parallel", "branch", "parallel"]
@@ -85,6 +85,16 @@ class Flow(Service):
             return
         for run in self._runs:
             run(msg)
+
+    def __call__(self, msg: Mapping[str, Any] | None = None, /, **fields: Any) -> dict[str, Any]:
+        if self.is_async or msg is not None:
+            return super().__call__(msg, **fields)
+        try:  # the common case, `flow(field=...)`, without a layer of calls: it is per call
+            for run in self._runs:
+                run(fields)
+        except StopFlow:
+            pass
+        return fields
 
     async def arun(self, msg: dict[str, Any], rt: Any) -> None:
         for kind, item in self._segments:

@@ -434,7 +434,8 @@ class Service:
 
         ``svc(text="a b")`` and ``svc({"text": "a b"})`` are the same call.
         """
-        message = _message(self, msg, fields)
+        # ``fields`` is a new dict made for this call: it can be the message itself
+        message = fields if msg is None else _message(self, msg, fields)
         try:
             self.run(message)
         except StopFlow:

@@ -46,15 +46,19 @@ except sk.BadMessage as error:
     print(error)'''),
     md("""## 3. Serve it
 
-`sk.serve` returns at once: the flow now answers `POST /wordcount` on port 8000, served
-by the kernel's background runtime. The cell is free again."""),
-    code('srv = sk.serve(flow, name="wordcount", http=8000)\nsrv'),
-    code("srv.url"),
+`sk.serve` returns at once: the flow now answers `POST /wordcount` over HTTP on port 8000,
+and the same action over ZeroMQ on port 5555, served by the kernel's background runtime.
+The cell is free again."""),
+    code('srv = sk.serve(flow, name="wordcount", http=8000, zmq=5555)\nsrv'),
+    code("srv.url, srv.zmq_url"),
     md("""Any HTTP client can call it; `sk.Client` is the convenient one. Attribute access
 calls the action of that name."""),
     code('''client = sk.Client(srv.url)
 client.call("wordcount", text="a b")'''),
     code('client.wordcount(text="the quick brown fox")'),
+    md("""Over ZeroMQ, `sk.ZmqClient` works the same way (any ZeroMQ client can call it: the
+request is the frames `[action, json]`)."""),
+    code('sk.ZmqClient(srv.zmq_url).wordcount(text="over zero m q")'),
     md("""Errors travel too: a bad message is answered with HTTP 422 and a JSON body, and the
 client raises the same `sk.BadMessage` here."""),
     code('''try:
@@ -71,12 +75,16 @@ def longest(words: list[str]) -> str:
     return max(words, key=len) if words else ""
 
 
-srv = sk.serve(parse >> count >> longest, name="wordcount", http=8000)
+srv = sk.serve(parse >> count >> longest, name="wordcount", http=8000, zmq=5555)
 client.wordcount(text="a flow grows")'''),
     md("""## 5. Watch it
 
-Every served thing counts what it does. `srv.status()` has the counters, and
-`srv.outputs` is a pandas DataFrame of the recent messages that came out of the flow."""),
+`srv.dashboard()` shows it live: state, counters, errors, traffic, outputs and a picture of
+the flow. It keeps updating in the background while you run other cells (more in
+`03-dashboard.ipynb`)."""),
+    code("srv.dashboard()"),
+    md("""The same facts are in Python: `srv.status()` has the counters, and `srv.outputs` is a
+pandas DataFrame of the recent messages that came out of the flow."""),
     code('''status = srv.status()
 {key: status[key] for key in ("state", "received", "replied", "errors")}'''),
     code('srv.outputs[["text", "n"]]'),
