@@ -59,6 +59,7 @@ execute-notebooks: $(STAMP)
 	for nb in notebooks/*.ipynb; do \
 		$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=120 "$$nb" || exit 1; \
 	done
+	$(BIN)/python tools/strip_widget_state.py notebooks/*.ipynb
 
 screenshots: $(STAMP) browser-deps
 	SVCKIT_SCREENSHOT=docs/dashboard.png $(BIN)/pytest tests/browser -q
