@@ -25,7 +25,7 @@ import pytest
 
 from .service import Service
 
-__all__ = ["Collector", "collect", "sk_runtime", "sk_serve", "wait_for"]
+__all__ = ["Collector", "collect", "holds", "sk_runtime", "sk_serve", "wait_for"]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.005, what: str = "") -> Any:
@@ -37,6 +37,21 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: floa
             return value
         if time.monotonic() > deadline:
             raise TimeoutError(f"waited {timeout} s for {what or getattr(condition, '__name__', 'a condition')}")
+        time.sleep(interval)
+
+
+def holds(condition: Callable[[], Any], seconds: float, interval: float = 0.005, what: str = "") -> None:
+    """Check that ``condition()`` stays truthy for ``seconds``; ``AssertionError`` the moment it fails.
+
+    For asserting that something does *not* happen (a stopped loop stays quiet), where a
+    bare ``sleep`` followed by one check would miss a change that came and went.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        if not condition():
+            raise AssertionError(f"{what or getattr(condition, '__name__', 'the condition')} stopped holding")
+        if time.monotonic() >= deadline:
+            return
         time.sleep(interval)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from svckit.testing import wait_for
+from svckit.testing import holds, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -119,8 +119,5 @@ def test_dashboard_notebook_in_jupyterlab(lab, page):
     badge = dash.locator(".svckit-badge")
     wait_for(lambda: badge.inner_text().strip() == "stopped", timeout=20, what="the badge to say stopped")
     stopped_at = _count(counter)
-    deadline = time.monotonic() + 1.5
-    while time.monotonic() < deadline:  # the counter must not move again
-        assert _count(counter) == stopped_at
-        page.wait_for_timeout(100)
+    holds(lambda: _count(counter) == stopped_at, 1.5, interval=0.1, what="the counter staying still after stop")
     assert dash.get_by_role("button", name="start", exact=True).is_enabled()
