@@ -528,7 +528,7 @@ class Batcher:
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         if self.average > self.SLOW:
-            return self.loop.run_in_executor(self.pool, self._timed, fn, args)
+            return self.pool.run(self.loop, self._timed, fn, args)
         future: asyncio.Future[Any] = self.loop.create_future()
         if not self.pending:
             self.loop.call_soon(self._dispatch)
@@ -544,7 +544,7 @@ class Batcher:
 
     def _dispatch(self) -> None:
         batch, self.pending = self.pending, []
-        job = self.loop.run_in_executor(self.pool, self._run, batch)
+        job = self.pool.run(self.loop, self._run, batch)
         job.add_done_callback(lambda done: self._resolve(batch, done))
 
     def _run(self, batch: list[Any]) -> list[tuple[bool, Any]]:

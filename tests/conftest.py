@@ -69,13 +69,18 @@ def curl() -> Callable[..., tuple[int, Any]]:
 
 @pytest.fixture(autouse=True)
 def _no_runtime_left() -> Iterator[None]:
-    """Every test leaves no svckit runtime thread behind, whatever it started."""
+    """Every test leaves no svckit runtime or worker thread behind, whatever it started."""
     yield
     sk.shutdown(timeout=10)
     wait_for(
         lambda: not any(t.name == "svckit-runtime" and t.is_alive() for t in threading.enumerate()),
         timeout=10,
         what="the svckit runtime thread to end",
+    )
+    wait_for(  # a stage still blocked when the test ended may keep its worker a few seconds
+        lambda: not any(t.name.startswith("svckit-worker") for t in threading.enumerate()),
+        timeout=15,
+        what="the svckit worker threads to end",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 
 import pytest
@@ -11,7 +12,15 @@ nbclient = pytest.importorskip("nbclient")
 Config = pytest.importorskip("traitlets.config").Config
 
 #: jupyter_client sends SIGTERM after half of this and SIGKILL at the end of it.
-SHUTDOWN_WAIT = 20.0
+SHUTDOWN_WAIT = 40.0
+#: A clean shutdown takes about a second here.
+CLEAN_EXIT = 8.0
+#: ipykernel 7.4 races at shutdown: its control thread flushes stdout after the main thread
+#: has stopped the IOPub thread, waits out ``OutStream.flush_timeout`` (10 s) and prints
+#: this on the kernel's stderr. It happens with no svckit in the kernel too (1 run in 25
+#: here with plain ``print`` cells). That wait is allowed; any other delay is not.
+IPYKERNEL_RACE = "IOStream.flush timed out"
+IPYKERNEL_FLUSH_TIMEOUT = 10.0
 
 CELLS = [
     """\
@@ -40,8 +49,8 @@ sk.shutdown()
 print(repr(srv), "shut down")"""
 
 
-def _run(cells: list[str], timeout: float) -> tuple[object, float, int | None]:
-    """Execute ``cells`` in a fresh kernel; return the notebook, the shutdown time and its exit code."""
+def _run(cells: list[str], timeout: float) -> tuple[object, float, int | None, str]:
+    """Execute ``cells`` in a fresh kernel: the notebook, its shutdown time, exit code and stderr."""
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
     # A long grace period, so a slow machine is not mistaken for a hang: the exit code tells.
@@ -55,9 +64,19 @@ def _run(cells: list[str], timeout: float) -> tuple[object, float, int | None]:
             seen["t0"] = time.monotonic()
 
     client.on_cell_executed = executed
-    client.execute()  # shuts the kernel down gracefully; jupyter_client kills it after a wait
-    seconds = time.monotonic() - seen["t0"]
-    return nb, seconds, seen["process"].returncode
+    with tempfile.TemporaryFile("w+") as stderr:
+        client.execute(stderr=stderr)  # shuts the kernel down gracefully; jupyter_client kills it after a wait
+        seconds = time.monotonic() - seen["t0"]
+        stderr.seek(0)
+        return nb, seconds, seen["process"].returncode, stderr.read()
+
+
+def _assert_exited_by_itself(code: int | None, seconds: float, stderr: str) -> None:
+    """Exit code 0: the kernel ended by itself on the shutdown request, not by SIGTERM/SIGKILL,
+    and no later than ipykernel's own flush timeout makes it."""
+    assert code == 0, f"the kernel did not exit by itself (exit code {code}, {seconds:.1f} s):\n{stderr[-3000:]}"
+    limit = CLEAN_EXIT + (IPYKERNEL_FLUSH_TIMEOUT if IPYKERNEL_RACE in stderr else 0.0)
+    assert seconds < limit, f"the kernel took {seconds:.1f} s to exit:\n{stderr[-3000:]}"
 
 
 def _text(cell: object) -> str:
@@ -78,21 +97,17 @@ def _text(cell: object) -> str:
 
 @pytest.mark.timeout(90)
 def test_kernel_serves_calls_and_shuts_down():
-    nb, seconds, code = _run([*CELLS, SHUTDOWN], timeout=30)
+    nb, seconds, code, stderr = _run([*CELLS, SHUTDOWN], timeout=30)
     assert _text(nb.cells[0]) == "<Served wordcount: running>\n"
     assert _text(nb.cells[1]) == "{'text': 'a b c', 'words': ['a', 'b', 'c'], 'n': 3}\n"
     assert _text(nb.cells[2]) == "{'text': 'x y', 'words': ['x', 'y'], 'n': 2}\n"
     assert _text(nb.cells[3]) == "<Served wordcount: stopped> shut down\n"
-    # Exit code 0: the kernel ended by itself on the shutdown request, not by SIGTERM/SIGKILL.
-    assert code == 0, f"the kernel did not exit by itself (exit code {code}, {seconds:.1f} s)"
-    assert seconds < SHUTDOWN_WAIT / 2
+    _assert_exited_by_itself(code, seconds, stderr)
 
 
 @pytest.mark.timeout(90)
 def test_kernel_exits_promptly_while_still_serving():
     """No ``sk.shutdown()``: the daemon thread and the atexit hook must not hold the kernel up."""
-    nb, seconds, code = _run(CELLS, timeout=30)
+    nb, seconds, code, stderr = _run(CELLS, timeout=30)
     assert _text(nb.cells[1]).startswith("{'text': 'a b c'")
-    # Exit code 0: the kernel ended by itself on the shutdown request, not by SIGTERM/SIGKILL.
-    assert code == 0, f"the kernel did not exit by itself (exit code {code}, {seconds:.1f} s)"
-    assert seconds < SHUTDOWN_WAIT / 2
+    _assert_exited_by_itself(code, seconds, stderr)

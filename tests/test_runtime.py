@@ -10,6 +10,7 @@ import time
 import pytest
 
 import svckit as sk
+from svckit.runtime import WorkerPool
 from svckit.testing import wait_for
 
 
@@ -139,3 +140,121 @@ def test_a_new_runtime_starts_after_shutdown(client_for):
     assert sk.runtime() is new
     sk.shutdown()
     assert not new.thread.is_alive()
+
+
+# -- the worker pool ---------------------------------------------------------------
+def _pool_threads(pool: WorkerPool) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(pool.name)]
+
+
+def test_pool_hands_results_and_exceptions_to_the_loop():
+    pool = WorkerPool(2, name="svckit-test-pool")
+    loop = asyncio.new_event_loop()
+    try:
+
+        def fail() -> None:
+            raise KeyError("boom")
+
+        async def main() -> tuple[object, BaseException | None, object]:
+            ran_on = await pool.run(loop, lambda: threading.current_thread().name)
+            try:
+                await pool.run(loop, fail)
+            except KeyError as exc:
+                caught: BaseException | None = exc
+            else:
+                caught = None
+            executor = await loop.run_in_executor(pool, sum, [1, 2, 3])  # the Executor interface
+            return ran_on, caught, executor
+
+        ran_on, caught, executor = loop.run_until_complete(main())
+        assert str(ran_on).startswith("svckit-test-pool_")
+        assert isinstance(caught, KeyError) and caught.args == ("boom",)
+        assert executor == 6
+        assert pool.submit(pow, 2, 10).result(5) == 1024
+    finally:
+        pool.shutdown(wait=True)
+        loop.close()
+    assert not _pool_threads(pool)
+
+
+def test_pool_starts_threads_on_demand_up_to_its_size():
+    pool = WorkerPool(3, name="svckit-test-pool")
+    release = threading.Event()
+    try:
+        assert not _pool_threads(pool)  # nothing started before the first job
+        for _ in range(10):
+            pool.submit(lambda: 1).result(5)  # one at a time: one thread does them all
+        assert len(_pool_threads(pool)) == 1
+        blocked = [pool.submit(release.wait, 10) for _ in range(2)]
+        assert pool.submit(lambda: "free").result(5) == "free"  # a third thread was free
+        assert len(_pool_threads(pool)) == 3
+        blocked.append(pool.submit(release.wait, 10))
+        queued = pool.submit(lambda: "later")  # every thread is busy: it waits its turn
+        assert not holds_done(queued)
+        release.set()
+        assert queued.result(5) == "later"
+        assert all(f.result(5) is True for f in blocked)
+        assert len(_pool_threads(pool)) == 3
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
+    assert not _pool_threads(pool)
+
+
+def holds_done(future: object) -> bool:
+    """True if ``future`` finishes within 0.3 s (it should not)."""
+    try:
+        future.result(0.3)  # type: ignore[attr-defined]
+    except TimeoutError:
+        return False
+    return True
+
+
+def test_pool_shutdown_cancels_what_waits_and_refuses_more():
+    pool = WorkerPool(1, name="svckit-test-pool")
+    release, started = threading.Event(), threading.Event()
+
+    def block() -> bool:
+        started.set()
+        return release.wait(10)
+
+    running = pool.submit(block)
+    assert started.wait(5)
+    waiting = pool.submit(lambda: "never")
+    pool.shutdown(wait=False, cancel_futures=True)
+    assert waiting.cancelled()
+    with pytest.raises(sk.StateError, match="shut down"):
+        pool.submit(lambda: 1)
+    release.set()
+    assert running.result(5) is True  # the job already running finishes
+    wait_for(lambda: not _pool_threads(pool), timeout=5, what="the pool's threads to end")
+
+
+def test_a_worker_left_blocked_does_not_hold_up_shutdown():
+    rt = sk.runtime()
+    release = threading.Event()
+
+    @sk.service
+    def stuck(x: int) -> dict:
+        release.wait(30)
+        return {"y": x}
+
+    srv = sk.serve(stuck, http=0)
+    caller = threading.Thread(target=lambda: _swallow(sk.Client(srv.url, timeout=30).stuck, x=1))
+    caller.start()
+    wait_for(lambda: srv.metrics.received >= 1, timeout=5, what="the request to arrive")
+    started = time.monotonic()
+    sk.shutdown(timeout=2)
+    assert time.monotonic() - started < 15  # the stage would hold it for 30 s
+    assert not rt.thread.is_alive()
+    assert all(t.daemon for t in _pool_threads(rt.pool))  # it cannot block the interpreter's exit
+    release.set()
+    caller.join(10)
+    wait_for(lambda: not _pool_threads(rt.pool), timeout=5, what="the pool's threads to end")
+
+
+def _swallow(fn: object, **kw: object) -> None:
+    try:
+        fn(**kw)  # type: ignore[operator]
+    except sk.SvckitError:
+        pass
