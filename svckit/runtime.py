@@ -25,7 +25,7 @@ from .errors import StateError
 if TYPE_CHECKING:
     from .served import Served
 
-__all__ = ["Runtime", "runtime", "shutdown"]
+__all__ = ["Runtime", "WorkerPool", "runtime", "shutdown"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
