@@ -48,8 +48,9 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.cancelled():
+def resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    """Set ``future``'s result (``ok``) or exception, unless it is already done (cancelled)."""
+    if future.done():
         return
     if ok:
         future.set_result(value)
@@ -120,7 +121,7 @@ class WorkerPool(concurrent.futures.Executor):
                 except BaseException as exc:  # handed to the awaiting coroutine, as run_in_executor does
                     ok, value = False, exc
                 with contextlib.suppress(RuntimeError):  # the loop closed while the job ran
-                    loop.call_soon_threadsafe(_settle, future, ok, value)
+                    loop.call_soon_threadsafe(resolve, future, ok, value)
                 del value
             del job, fn, args, future  # hold no message while idle
             with self._lock:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import Fatal, WiringError
-from .runtime import batcher
+from .runtime import batcher, resolve
 from .served import State, encode
 from .service import Service
 
@@ -567,12 +567,7 @@ class Batcher:
                     future.set_exception(exc)  # type: ignore[arg-type]
             return
         for (_, _, future), (ok, value) in zip(batch, done.result(), strict=True):
-            if future.done():
-                continue
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+            resolve(future, ok, value)
 
 
 def pending(served: Served) -> int:
