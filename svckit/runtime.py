@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import concurrent.futures
 import contextlib
 import contextvars
 import functools
 import logging
 import os
-import queue
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -65,50 +66,108 @@ class WorkerPool(concurrent.futures.Executor):
     future (with its own ``Condition``), chains it to an asyncio future and locks the
     executor on every call: about a tenth of a served request's time here. ``run``
     queues ``(fn, args)`` and the worker sets the asyncio future through
-    ``call_soon_threadsafe``. Threads start on demand, up to ``workers``, and are daemons,
-    so a stage that never returns cannot hold up the interpreter's exit.
+    ``call_soon_threadsafe``.
+
+    Jobs queued from the loop wake a worker only when none is awake: an awake worker
+    takes the next job as soon as it is done with one. Sixteen requests that arrive in
+    one turn of the loop then cost one thread wake-up, not sixteen threads contending
+    for the GIL (each wait for it is up to the 5 ms switch interval while a cell keeps
+    the kernel's main thread busy). So that a stage that blocks never holds up the jobs
+    queued behind it, the loop looks again after ``STALL`` seconds and wakes one more
+    worker for every job that has waited that long. Threads start on demand, up to
+    ``workers``, and are daemons, so a stage that never returns cannot hold up the
+    interpreter's exit.
     """
+
+    #: How long a job may wait in the queue before another worker is woken for it.
+    STALL = 0.002
 
     def __init__(self, workers: int, name: str = "svckit-worker") -> None:
         self.workers = workers
         self.name = name
-        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._jobs: collections.deque[tuple[Any, ...]] = collections.deque()
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
         self._threads: list[threading.Thread] = []
-        self._idle = 0
+        self._awake = 0  # workers running a job or about to look for one
+        self._sleeping = 0  # workers waiting on _wake
+        self._watching = False  # a stall check is scheduled on a loop
         self._closed = False
 
     def run(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Run ``fn(*args)`` on a worker; the returned future is resolved on ``loop``."""
         future: asyncio.Future[T] = loop.create_future()
-        self._put((fn, args, loop, future))
+        with self._lock:
+            self._check_open()
+            self._jobs.append((fn, args, loop, future, time.monotonic()))
+            if not self._awake:
+                self._start_one()
+            elif not self._watching:
+                self._watching = True
+                loop.call_later(self.STALL, self._watch, loop)
         return future
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
-        """The ``Executor`` interface (``loop.run_in_executor`` and plain threads use it)."""
+        """The ``Executor`` interface (``loop.run_in_executor`` and plain threads use it).
+
+        Called from any thread, with no loop to look again later: it always wakes a worker.
+        """
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._put((functools.partial(fn, *args, **kwargs), (), None, future))
+        with self._lock:
+            self._check_open()
+            self._jobs.append((functools.partial(fn, *args, **kwargs), (), None, future, time.monotonic()))
+            self._start_one()
         return future
 
-    def _put(self, job: tuple[Any, ...]) -> None:
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StateError("The svckit worker pool is shut down; call sk.runtime() to start a new one.")
+
+    def _start_one(self) -> bool:
+        """Wake a sleeping worker, or start a thread while there are fewer than ``workers``
+        (the lock is held). False when every worker is awake already."""
+        if self._sleeping:
+            self._sleeping -= 1
+            self._awake += 1
+            self._wake.notify()
+            return True
+        if len(self._threads) < self.workers:
+            thread = threading.Thread(target=self._work, name=f"{self.name}_{len(self._threads)}", daemon=True)
+            self._threads.append(thread)
+            self._awake += 1
+            thread.start()
+            return True
+        return False
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop: wake a worker for every job queued longer than ``STALL`` (its workers
+        are busy with slow jobs), and look again while jobs wait."""
         with self._lock:
-            if self._closed:
-                raise StateError("The svckit worker pool is shut down; call sk.runtime() to start a new one.")
-            if self._idle:
-                self._idle -= 1
-            elif len(self._threads) < self.workers:
-                thread = threading.Thread(target=self._work, name=f"{self.name}_{len(self._threads)}", daemon=True)
-                self._threads.append(thread)
-                thread.start()
-            self._jobs.put(job)
+            jobs = self._jobs
+            if not jobs or self._closed:
+                self._watching = False
+                return
+            late = time.monotonic() - self.STALL
+            for job in jobs:
+                if job[4] > late or not self._start_one():
+                    break
+            with contextlib.suppress(RuntimeError):  # the loop is closing: the pool is shut down with it
+                loop.call_later(self.STALL, self._watch, loop)
+                return
+            self._watching = False
 
     def _work(self) -> None:
         jobs = self._jobs
+        lock = self._lock
         while True:
-            job = jobs.get()
-            if job is None:
-                return
-            fn, args, loop, future = job
+            with lock:
+                while not jobs:
+                    self._awake -= 1
+                    if self._closed:
+                        return
+                    self._sleeping += 1
+                    self._wake.wait()
+                fn, args, loop, future, _ = jobs.popleft()
             if loop is None:  # submit(): a concurrent.futures.Future
                 if future.set_running_or_notify_cancel():
                     try:
@@ -123,9 +182,7 @@ class WorkerPool(concurrent.futures.Executor):
                 with contextlib.suppress(RuntimeError):  # the loop closed while the job ran
                     loop.call_soon_threadsafe(resolve, future, ok, value)
                 del value
-            del job, fn, args, future  # hold no message while idle
-            with self._lock:
-                self._idle += 1
+            del fn, args, future  # hold no message while idle
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop taking jobs and end the threads once the queue is done (dropped, with ``cancel_futures``)."""
@@ -134,18 +191,18 @@ class WorkerPool(concurrent.futures.Executor):
                 return
             self._closed = True
             threads = list(self._threads)
-        while cancel_futures:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None and job[2] is None:
-                job[3].cancel()
-            elif job is not None:
+            dropped = list(self._jobs) if cancel_futures else []
+            if cancel_futures:
+                self._jobs.clear()
+            self._awake += self._sleeping  # each one wakes, finds the pool closed and ends
+            self._sleeping = 0
+            self._wake.notify_all()
+        for _, _, loop, future, _ in dropped:
+            if loop is None:
+                future.cancel()
+            else:
                 with contextlib.suppress(RuntimeError):
-                    job[2].call_soon_threadsafe(job[3].cancel)
-        for _ in threads:
-            self._jobs.put(None)
+                    loop.call_soon_threadsafe(future.cancel)
         if wait:
             for thread in threads:
                 thread.join()

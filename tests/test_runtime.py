@@ -201,6 +201,58 @@ def test_pool_starts_threads_on_demand_up_to_its_size():
     assert not _pool_threads(pool)
 
 
+def test_pool_runs_a_burst_from_the_loop_on_one_awake_worker():
+    """Jobs queued in one turn of the loop wake one worker, not one thread each."""
+    pool = WorkerPool(16, name="svckit-test-pool")
+    loop = asyncio.new_event_loop()
+    try:
+
+        async def burst() -> list[str]:
+            jobs = [pool.run(loop, lambda: threading.current_thread().name) for _ in range(64)]
+            return await asyncio.gather(*jobs)
+
+        names = loop.run_until_complete(burst())
+        assert len(names) == 64
+        # One worker takes them one after another; the stall check may add one or two
+        # more on a loaded machine, never one thread per job.
+        assert len(set(names)) <= 3, set(names)
+    finally:
+        pool.shutdown(wait=True)
+        loop.close()
+    assert not _pool_threads(pool)
+
+
+def test_pool_wakes_another_worker_for_jobs_stuck_behind_a_blocking_one():
+    pool = WorkerPool(4, name="svckit-test-pool")
+    loop = asyncio.new_event_loop()
+    release = threading.Event()
+    started: asyncio.Future[None] = loop.create_future()
+
+    def block() -> str:
+        loop.call_soon_threadsafe(started.set_result, None)
+        release.wait(10)
+        return "blocked"
+
+    try:
+
+        async def main() -> tuple[str, bool]:
+            slow = pool.run(loop, block)
+            await asyncio.wait_for(started, 5)
+            quick = await asyncio.wait_for(pool.run(loop, lambda: "quick"), 5)  # not after the 10 s
+            still_blocked = not slow.done()
+            release.set()
+            assert await slow == "blocked"
+            return quick, still_blocked
+
+        quick, still_blocked = loop.run_until_complete(main())
+        assert quick == "quick" and still_blocked
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
+        loop.close()
+    assert not _pool_threads(pool)
+
+
 def holds_done(future: object) -> bool:
     """True if ``future`` finishes within 0.3 s (it should not)."""
     try:
