@@ -3,8 +3,8 @@
 ::
 
     SvckitError
-    ├── BadMessage            a message lacks a field or has one of the wrong type (HTTP 422)
-    ├── BadRequest            a request body that is not JSON or not an object (HTTP 400)
+    ├── BadMessage            a message lacks a field, has one of the wrong type, or is not a JSON object (HTTP 422)
+    ├── BadRequest            a request body that is not valid UTF-8 JSON (HTTP 400)
     ├── PayloadTooLarge       a request body over the size limit (HTTP 413)
     ├── UnknownAction         no such action on this endpoint (HTTP 404)
     ├── Unauthorized          a token was required and not given (HTTP 401)
@@ -92,7 +92,7 @@ class BadMessage(SvckitError):
 
 
 class BadRequest(SvckitError):
-    """A request body that is not valid JSON or not a JSON object."""
+    """A request body that is not valid JSON (or not UTF-8, or nested too deeply to read)."""
 
     status = 400
 

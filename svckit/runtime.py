@@ -77,14 +77,24 @@ class WorkerPool(concurrent.futures.Executor):
     worker for every job that has waited that long. Threads start on demand, up to
     ``workers``, and are daemons, so a stage that never returns cannot hold up the
     interpreter's exit.
+
+    A call that outlives its served timeout still holds its thread (Python cannot stop
+    one). So that stages stuck like this cannot starve everything else the runtime
+    serves, a job that has waited ``STUCK`` seconds with every worker busy gets a thread
+    of its own beyond ``workers``, up to ``limit``; such extra threads end as soon as
+    they find the queue empty.
     """
 
     #: How long a job may wait in the queue before another worker is woken for it.
     STALL = 0.002
+    #: How long a job may wait, every worker busy, before a thread beyond ``workers`` starts for it.
+    STUCK = 0.1
 
-    def __init__(self, workers: int, name: str = "svckit-worker") -> None:
+    def __init__(self, workers: int, name: str = "svckit-worker", limit: int | None = None) -> None:
         self.workers = workers
+        self.limit = max(workers, limit if limit is not None else workers)
         self.name = name
+        self._started = 0  # threads started so far, for their names
         self._jobs: collections.deque[tuple[Any, ...]] = collections.deque()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -123,16 +133,17 @@ class WorkerPool(concurrent.futures.Executor):
         if self._closed:
             raise StateError("The svckit worker pool is shut down; call sk.runtime() to start a new one.")
 
-    def _start_one(self) -> bool:
+    def _start_one(self, stuck: bool = False) -> bool:
         """Wake a sleeping worker, or start a thread while there are fewer than ``workers``
-        (the lock is held). False when every worker is awake already."""
+        (``limit`` for a ``stuck`` job); the lock is held. False when none could be had."""
         if self._sleeping:
             self._sleeping -= 1
             self._awake += 1
             self._wake.notify()
             return True
-        if len(self._threads) < self.workers:
-            thread = threading.Thread(target=self._work, name=f"{self.name}_{len(self._threads)}", daemon=True)
+        if len(self._threads) < (self.limit if stuck else self.workers):
+            thread = threading.Thread(target=self._work, name=f"{self.name}_{self._started}", daemon=True)
+            self._started += 1
             self._threads.append(thread)
             self._awake += 1
             thread.start()
@@ -147,9 +158,10 @@ class WorkerPool(concurrent.futures.Executor):
             if not jobs or self._closed:
                 self._watching = False
                 return
-            late = time.monotonic() - self.STALL
+            now = time.monotonic()
+            late, stuck = now - self.STALL, now - self.STUCK
             for job in jobs:
-                if job[4] > late or not self._start_one():
+                if job[4] > late or not self._start_one(stuck=job[4] <= stuck):
                     break
             with contextlib.suppress(RuntimeError):  # the loop is closing: the pool is shut down with it
                 loop.call_later(self.STALL, self._watch, loop)
@@ -163,7 +175,8 @@ class WorkerPool(concurrent.futures.Executor):
             with lock:
                 while not jobs:
                     self._awake -= 1
-                    if self._closed:
+                    if self._closed or len(self._threads) > self.workers:  # closed, or an extra thread
+                        self._threads.remove(threading.current_thread())
                         return
                     self._sleeping += 1
                     self._wake.wait()
@@ -225,7 +238,7 @@ class Runtime:
 
     def __init__(self, workers: int = 32) -> None:
         self.loop = _new_loop()
-        self.pool = WorkerPool(workers)
+        self.pool = WorkerPool(workers, limit=8 * workers)
         self.served: dict[str, Served] = {}
         self.endpoints: dict[tuple[str, str, int], Any] = {}
         self.zmq_context: Any = None

@@ -81,6 +81,28 @@ def encode(obj: Any) -> bytes:
     return _ENCODER.encode(obj).encode()  # one encoder for all: json.dumps builds one per call
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259); send null or a string instead")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+#: JSON's names for the types a request body may be, for "must be an object" errors.
+_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
+def decode(raw: bytes) -> Any:
+    """Strict JSON from UTF-8 bytes: no NaN or Infinity. Raises ``BadRequest`` naming what is wrong."""
+    try:
+        return _DECODER.decode(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"The request body is not UTF-8 text: {exc}.") from None
+    except ValueError as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}.") from None
+    except RecursionError:
+        raise BadRequest("The request body is JSON nested too deeply to read.") from None
+
+
 def error_reply(exc: BaseException, **extra: Any) -> tuple[int, bytes]:
     return status_of(exc), encode({"error": error_body(exc, **extra)})
 
@@ -104,6 +126,11 @@ def bind_tcp(host: str, port: int, what: str) -> socket.socket:
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
+        if isinstance(exc, socket.gaierror) or exc.errno == 99:  # EADDRNOTAVAIL: not an address of this machine
+            raise WiringError(
+                f"host={host!r}: cannot bind {what} there ({exc}); give an address of this machine, "
+                "such as '127.0.0.1', or '0.0.0.0' for every interface."
+            ) from exc
         if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
             raise PortInUse(
                 f"{what} port {port} on {host} is already in use by another process or socket. "
@@ -310,32 +337,63 @@ class Served:
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         p.text(repr(self))
 
+    def _repr_html_(self) -> str:
+        """Its state and the addresses to reach it; inside JupyterHub or Binder the proxied
+        link a browser can open comes first, beside the local one."""
+        from html import escape
+
+        parts = [f"<b>{escape(self.name)}</b>: {escape(self.state.value)}"]
+        if self.proxy_url:
+            link = escape(self.proxy_url)
+            parts.append(f'<a href="{link}" target="_blank">{link}</a> (through the Jupyter server)')
+        if self.url:
+            parts.append(f"<code>{escape(self.url)}</code>")
+        if self.zmq_url:
+            parts.append(f"<code>{escape(self.zmq_url)}</code>")
+        return '<span class="svckit-served">' + " · ".join(parts) + "</span>"
+
     # -- the request path -----------------------------------------------------
     async def handle(self, action: str, raw: bytes, via: str) -> tuple[int, bytes]:
         """Answer one request: decode, run, count, encode. Never raises."""
         start = time.time()
-        reply = await self._process(action, raw, via, start)
-        if isinstance(reply, tuple):
-            return reply  # an error reply, counted already
         try:
-            body = encode(reply)
-        except (TypeError, ValueError) as exc:
-            bad = BadResult(
-                f"The reply of {self.name!r} cannot be sent as JSON: {exc}. "
-                "Return dicts of str, numbers, bools, None, lists and dicts.",
-                service=self.name,
-            )
-            return self._error(bad, via, action, start)
-        self.metrics.replied_one(via, action, len(body), start, time.time(), 200)
-        return 200, body
+            reply = await self._process(action, raw, via, start)
+            if isinstance(reply, tuple):
+                return reply  # an error reply, counted already
+            try:
+                body = encode(reply)
+            except (TypeError, ValueError, RecursionError) as exc:
+                why = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                bad = BadResult(
+                    f"The reply of {self.name!r} cannot be sent as JSON: {why}. "
+                    "Return dicts of str, numbers, bools, None, lists and dicts.",
+                    service=self.name,
+                )
+                outputs = self.metrics.outputs
+                if outputs and outputs[-1] is reply:  # recorded by _process just now (no await since)
+                    outputs.pop()
+                return self._error(bad, via, action, start)
+            self.metrics.replied_one(via, action, len(body), start, time.time(), 200)
+            return 200, body
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # svckit's own fault: still a JSON answer, and counted
+            logger.exception("answering %r on %r failed", action, self.name)
+            return self._error(exc, via, action, start)
 
     async def feed(self, raw: bytes, via: str) -> None:
         """Pass one message of a pipeline through the flow, as ``handle`` does, but without
         encoding a reply nobody reads (its ``out`` traffic row has size 0). Never raises."""
         start = time.time()
-        reply = await self._process(self.name, raw, via, start)
-        if not isinstance(reply, tuple):
-            self.metrics.replied_one(via, self.name, 0, start, time.time(), 200)
+        try:
+            reply = await self._process(self.name, raw, via, start)
+            if not isinstance(reply, tuple):
+                self.metrics.replied_one(via, self.name, 0, start, time.time(), 200)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            logger.exception("a message of %r could not be handled", self.name)
+            self._error(exc, via, self.name, start)
 
     async def _process(self, action: str, raw: bytes, via: str, start: float) -> dict[str, Any] | tuple[int, bytes]:
         """Decode, run and count one message: the reply message, or an error reply (counted)."""
@@ -343,13 +401,12 @@ class Served:
         current.set(self)
         metrics.received_one(via, action, len(raw), start)
         try:
-            msg = json.loads(raw) if raw else {}
-        except ValueError as exc:
-            return self._error(BadRequest(f"The request body is not valid JSON: {exc}."), via, action, start)
+            msg = decode(raw) if raw else {}
+        except BadRequest as exc:
+            return self._error(exc, via, action, start)
         if type(msg) is not dict:
-            exc2 = BadMessage(
-                f"The request body must be a JSON object, not a JSON {type(msg).__name__}.", service=self.name
-            )
+            kind = _JSON_TYPES.get(type(msg), type(msg).__name__)
+            exc2 = BadMessage(f"The request body must be a JSON object, not a JSON {kind}.", service=self.name)
             return self._error(exc2, via, action, start)
         if self.state is not State.RUNNING:
             what = "failed (a stage raised Fatal)" if self.state is State.FAILED else self.state.value
@@ -383,7 +440,7 @@ class Served:
             return self._error(exc4, via, action, start)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit or KeyboardInterrupt from a stage too: never end the loop
             return self._error(exc, via, action, start)
         finally:
             self._done(gen)
@@ -596,6 +653,12 @@ class Served:
         actions = node.actions()
         if host != self.host:
             raise StateError(f"{self.name!r} is served on {self.host}; stop it before serving it on {host}.")
+        # Refuse an action that clashes on the port before anything changes: the old flow serves on.
+        moves = http is not None and http != 0 and http != self.http_port
+        port = self.http_port if http is not None and not moves else http
+        target = self.runtime.endpoints.get(("http", self.host, port)) if port else None
+        if target is not None:
+            target.check(self, [self.name, *actions])
         old_node, old_gen = self.node, self._gen
         _setup(node, skip={id(leaf) for leaf in old_node.leaves()})  # stages kept are set up already
         try:
@@ -731,8 +794,12 @@ def serve(
         http = 0
     if timeout is not None and timeout <= 0:
         raise WiringError(f"timeout={timeout!r}: give a positive number of seconds, or None for no limit.")
-    if max_body <= 0:
+    if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body <= 0:
         raise WiringError(f"max_body={max_body!r}: give a positive number of bytes.")
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+        raise WiringError(f"keep={keep!r}: give how many recent outputs and traffic rows to keep (0 or more).")
+    if not isinstance(host, str) or not host:
+        raise WiringError(f"host={host!r}: give the interface to bind as a string, such as '127.0.0.1'.")
     rt = runtime()
     if rt.in_runtime():
         raise StateError("sk.serve() cannot be called from the runtime's own thread.")

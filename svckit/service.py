@@ -364,8 +364,15 @@ class Service:
         if callable(getattr(cls, "loop", None)) and "role" not in cls.__dict__:
             cls.role = "source"
 
-    def __init__(self, *, name: str | None = None, output: str | None = None, **config: Any) -> None:
+    def __init__(self, *args: Any, name: str | None = None, output: str | None = None, **config: Any) -> None:
         cls = type(self)
+        if args:
+            keys = list(_config_fields(cls))
+            example = f"{cls.__name__}({keys[0]}=...)" if keys else f"{cls.__name__}()"
+            raise ConfigError(
+                f"{cls.__name__} takes its config as keywords, not positional values: {example}. "
+                f"Its config keys are: {', '.join(keys) or 'none'}."
+            )
         values = _validate_config(cls, config)
         for key, value in values.items():
             setattr(self, key, value)
@@ -687,7 +694,7 @@ def _config_fields(cls: type[Service]) -> dict[str, tuple[Any, Any]]:
         return cached
     global _BASE_NAMES
     if not _BASE_NAMES:
-        _BASE_NAMES = frozenset(dir(Service)) | {"config", "fn", "is_async", "concurrent"}
+        _BASE_NAMES = frozenset(dir(Service)) | {"config", "fn", "is_async", "concurrent", "name", "output"}
     fields: dict[str, tuple[Any, Any]] = {}
     for klass in reversed(cls.__mro__):
         if klass is object or _is_svckit_class(klass):

@@ -128,13 +128,26 @@ class Publish(_ZmqSink):
     label = "pub"
 
     def __init__(
-        self, port: int = 0, topic: str = "", *, host: str = "127.0.0.1", hwm: int = 1000, name: str | None = None
+        self,
+        port: int = 0,
+        topic: str = "",
+        *,
+        host: str = "127.0.0.1",
+        hwm: int = 1000,
+        drop: str = "all",
+        name: str | None = None,
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise WiringError(f"publish(port={port!r}): give a port number from 0 to 65535 (0 picks a free one).")
         if not isinstance(topic, str):
             raise WiringError(f"publish(topic={topic!r}): the topic is a str.")
+        if drop not in ("all", "slow"):
+            raise WiringError(
+                f"publish(drop={drop!r}): 'all' drops a message for every subscriber when one is behind "
+                "(counted), 'slow' only for the subscriber behind (not counted)."
+            )
         super().__init__(hwm=hwm, name=name or "publish")
+        self.drop = drop
         self.host = host
         self.topic = topic
         self._topic = topic.encode()
@@ -151,8 +164,14 @@ class Publish(_ZmqSink):
 
         from .transports.zmq import SharedSocket, tcp_address
 
+        counted = self.drop == "all"
         self._shared = await SharedSocket.acquire(
-            rt, zmq.XPUB, "pub", tcp_address(self.host, self._want or "*"), _watch_subscriptions, self.hwm
+            rt,
+            zmq.XPUB,
+            "pub",
+            tcp_address(self.host, self._want or "*"),
+            lambda shared: _watch_subscriptions(shared, counted),
+            self.hwm,
         )
         self._sock = self._shared.sock
         self._address = self._shared.address
@@ -168,7 +187,7 @@ class Publish(_ZmqSink):
         body = encode(msg)
         try:
             sock.send_multipart([self._topic, body], zmq.NOBLOCK)
-        except zmq.Again:  # XPUB_NODROP: a subscriber's queue is full, so the message is dropped
+        except zmq.Again:  # drop="all" (XPUB_NODROP): a subscriber's queue is full, so nobody gets it
             self._drop(self.topic, len(body))
 
     def describe(self) -> str:
@@ -184,11 +203,12 @@ def zmq_pollout() -> int:
     return int(zmq.POLLOUT)
 
 
-def _watch_subscriptions(shared: SharedSocket) -> None:
+def _watch_subscriptions(shared: SharedSocket, counted: bool) -> None:
     import zmq
 
     sock = shared.sock
-    sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full subscriber raises EAGAIN, so drops can be counted
+    if counted:  # a full subscriber raises EAGAIN, so drops can be counted
+        sock.setsockopt(zmq.XPUB_NODROP, 1)
     sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscription is passed up, so they can be counted
     shared.state["subscribers"] = 0
     shared.tasks.append(asyncio.get_running_loop().create_task(_count_subscriptions(shared)))
@@ -459,17 +479,24 @@ class Table(Service):
         return str(self.frame._repr_html_())
 
 
-def publish(port: int = 0, topic: str = "", *, host: str = "127.0.0.1", hwm: int = 1000) -> Publish:
+def publish(port: int = 0, topic: str = "", *, host: str = "127.0.0.1", hwm: int = 1000, drop: str = "all") -> Publish:
     """A sink publishing each message on a ZMQ PUB socket, as frames ``[topic, json]``.
 
     The socket binds ``host:port`` when the flow is served (``port=0`` picks a free one:
-    read ``.address`` after serving) and closes when it stops. It never blocks: when a
-    subscriber is more than ``hwm`` messages behind, the message is dropped, and counted
-    in ``Served.status()["dropped"]``, in ``Served.traffic`` and in ``.dropped``.
+    read ``.address`` after serving) and closes when it stops. It never blocks. When a
+    subscriber is more than ``hwm`` messages behind:
+
+    - ``drop="all"`` (the default): the message is dropped for every subscriber, and
+      counted in ``Served.status()["dropped"]``, in ``Served.traffic`` and in ``.dropped``.
+      Nothing is lost without being counted, but one stalled subscriber costs the others
+      messages too.
+    - ``drop="slow"``: as a plain ZMQ PUB, only the subscriber that is behind misses it;
+      ZMQ does not tell, so those drops are not counted.
+
     ``.subscribers`` tells how many subscriptions have arrived, so a notebook can wait
     for its subscriber before publishing (ZMQ drops what is published before that).
     """
-    return Publish(port, topic, host=host, hwm=hwm)
+    return Publish(port, topic, host=host, hwm=hwm, drop=drop)
 
 
 def push(addr: str, *, bind: bool = False, hwm: int = 1000) -> Push:

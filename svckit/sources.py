@@ -443,7 +443,7 @@ class Pipeline:
                     result = await fn() if is_async else await rt.blocking(fn)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:
+                except BaseException as exc:  # SystemExit or KeyboardInterrupt too: the ticks go on
                     self._loop_error(exc)
                 else:
                     for msg in _messages(result, output):

@@ -113,6 +113,10 @@ def test_openapi_is_valid_openapi_3_1(sk_serve, curl):
     ("method", "path", "body", "headers", "status", "kind"),
     [
         ("POST", "wc", "not json", {}, 400, "BadRequest"),
+        ("POST", "wc", '{"text": "a", "x": NaN}', {}, 400, "BadRequest"),
+        ("POST", "wc", '{"text": "a", "x": -Infinity}', {}, 400, "BadRequest"),
+        ("POST", "wc", b'{"text": "\xff\xfe"}', {}, 400, "BadRequest"),
+        ("POST", "wc", "null", {}, 422, "BadMessage"),
         ("POST", "wc", "[1, 2]", {}, 422, "BadMessage"),
         ("POST", "wc", '"text"', {}, 422, "BadMessage"),
         ("POST", "wc", "{}", {}, 422, "BadMessage"),
@@ -320,6 +324,89 @@ def test_a_service_that_raises_is_a_500_with_type_and_message(sk_serve, curl, by
     assert srv.status()["errors_by_type"] == {"ValueError": 1}
     bystander()
     assert curl("POST", f"{srv.url}/checker", '{"text": "a", "x": 1}')[0] == 200
+
+
+def test_json_nested_too_deeply_is_a_400_and_a_reply_nested_too_deeply_a_500(sk_serve, curl, bystander):
+    @sk.service
+    def deep(depth: int) -> dict:
+        value: list[object] = []
+        for _ in range(depth):
+            value = [value]
+        return {"value": value}
+
+    srv = sk_serve(deep, name="deep", http=0, zmq=0)
+    nested = '{"depth": 1, "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    status, reply = curl("POST", f"{srv.url}/deep", nested)
+    assert (status, reply["error"]["type"]) == (400, "BadRequest")
+    assert "nested too deeply" in reply["error"]["message"]
+    status, reply = curl("POST", f"{srv.url}/deep", '{"depth": 100000}')
+    assert (status, reply["error"]["type"]) == (500, "BadResult")
+    # an answer over ZMQ too, never a hang
+    with sk.ZmqClient(srv.zmq_url, timeout=5) as client, pytest.raises(sk.BadResult, match="nested too deeply"):
+        client.deep(depth=100_000)
+    srv.settle(timeout=5)  # every request was answered and counted
+    assert srv.status()["errors_by_type"] == {"BadRequest": 1, "BadResult": 2}
+    assert len(srv.outputs) == 0  # a reply that could not be sent is no output
+    bystander()
+    assert curl("POST", f"{srv.url}/deep", '{"depth": 2}') == (200, {"depth": 2, "value": [[[]]]})
+
+
+@pytest.mark.parametrize("via", ["http", "zmq", "pipeline"])
+def test_sys_exit_or_keyboard_interrupt_in_a_stage_never_ends_the_runtime(sk_serve, bystander, via):
+    @sk.service
+    def bye(n: int) -> dict:
+        if n == 2:
+            raise KeyboardInterrupt
+        if n == 3:
+            sys.exit(3)
+        return {}
+
+    if via == "pipeline":
+        ticks = iter(range(1, 1000))
+        srv = sk_serve(sk.every(0.01, lambda: {"n": next(ticks)}) >> bye, name="ticker")
+        wait_for(lambda: srv.status()["errors"] >= 2 and srv.status()["replied"] >= 4, timeout=10)
+        assert {"KeyboardInterrupt", "SystemExit"} <= set(srv.status()["errors_by_type"])
+    else:
+        srv = sk_serve(bye, name="bye", http=0 if via == "http" else None, zmq=0 if via == "zmq" else None)
+        client = sk.Client(srv.url, timeout=5) if via == "http" else sk.ZmqClient(srv.zmq_url, timeout=5)
+        with client:
+            for n, kind in ((2, "KeyboardInterrupt"), (3, "SystemExit")):
+                with pytest.raises(sk.RemoteError) as caught:
+                    client.bye(n=n)
+                assert caught.value.type == kind
+            assert client.bye(n=1) == {"n": 1}
+    assert sk.runtime().thread.is_alive()
+    bystander()
+
+
+def test_stages_stuck_past_their_timeout_do_not_starve_other_flows(sk_serve, bystander):
+    """More calls stuck than the pool has workers: others still get a thread."""
+    release = threading.Event()
+    workers = sk.runtime().pool.workers
+
+    @sk.service
+    def stuck(x: int) -> dict:
+        release.wait(20)
+        return {}
+
+    srv = sk_serve(stuck, name="stuck", timeout=0.5)
+    callers = []
+    try:
+        with sk.Client(srv.url, timeout=10) as client:
+            for _ in range(workers + 8):
+                callers.append(threading.Thread(target=_expect_timeout, args=(client,)))
+                callers[-1].start()
+            wait_for(lambda: srv.status()["errors_by_type"].get("ServiceTimeout", 0) >= workers + 8, timeout=15)
+            bystander()  # its plain def stage needs a worker too; timeout 5 s, the stuck ones 20 s
+    finally:
+        release.set()
+        for caller in callers:
+            caller.join(10)
+
+
+def _expect_timeout(client: sk.Client) -> None:
+    with pytest.raises(sk.ServiceTimeout):
+        client.stuck(x=1)
 
 
 def test_a_blocking_service_times_out_while_others_answer(sk_serve, curl, bystander):

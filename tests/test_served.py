@@ -43,9 +43,23 @@ def test_serve_returns_a_running_handle(sk_serve):
     assert srv.name == "wc" and srv.actions == ["wc"]
     assert srv.zmq_url is None
     assert repr(srv) == "<Served wc: running>"
+    html = srv._repr_html_()
+    assert "<b>wc</b>: running" in html and f"<code>{srv.url}</code>" in html
+    assert "proxy" not in html  # outside JupyterHub there is no proxied link
     srv.stop()
     assert repr(srv) == "<Served wc: stopped>"
     assert srv.status()["state"] == "stopped"
+
+
+def test_inside_a_hub_the_served_html_links_through_the_proxy(sk_serve, monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada/")
+    srv = sk_serve(parse >> count, name="wc")
+    proxied = f"/user/ada/proxy/{srv.http_port}/"
+    assert srv.proxy_url == proxied
+    html = srv._repr_html_()
+    assert f'<a href="{proxied}" target="_blank">{proxied}</a>' in html
+    assert html.index(proxied) < html.index(srv.url)  # the link a browser can open comes first
+    assert repr(srv) == "<Served wc: running>"  # the text form stays the same for nbval
 
 
 def test_default_name_is_the_services(sk_serve):
@@ -76,6 +90,36 @@ def test_replace_does_not_tear_down_stages_it_keeps(sk_serve, client_for):
     assert client_for(srv.url).m(text="a", x=1) == {"text": "a", "x": 1, "words": ["a"], "version": 1}
     srv.stop()
     assert shared.log[-1] == "teardown"
+
+
+def test_a_replace_refused_for_an_action_clash_leaves_the_old_flow_serving(sk_serve, client_for):
+    events: list[str] = []
+
+    class Old(sk.Service):
+        def teardown(self) -> None:
+            events.append("old teardown")
+
+        def process(self, x: int) -> dict:
+            return {"who": "old"}
+
+    class New(sk.Service):
+        def setup(self) -> None:
+            events.append("new setup")
+
+        def process(self, x: int) -> dict:
+            return {"who": "new"}
+
+        @sk.handle("a")
+        def a(self) -> dict:
+            return {}
+
+    first = sk_serve(sk.service(lambda x: x, name="a"), name="a")
+    srv = sk_serve(Old(), name="b", http=first.http_port)
+    with pytest.raises(sk.WiringError, match=f"Port {first.http_port} already serves action 'a'"):
+        sk.serve(New(), name="b", http=first.http_port)
+    assert srv.state is sk.State.RUNNING and isinstance(srv.node, Old)
+    assert client_for(srv.url).b(x=1)["who"] == "old"
+    assert events == []  # neither was the old torn down nor the new set up
 
 
 def test_replace_moves_to_a_new_port_when_asked(sk_serve, client_for):
@@ -147,6 +191,13 @@ def test_serve_checks_its_arguments(sk_runtime):
         sk.serve(parse, name="has space")
     with pytest.raises(sk.WiringError):
         sk.serve(3)
+    with pytest.raises(sk.WiringError, match="keep=-1"):
+        sk.serve(parse, keep=-1)
+    with pytest.raises(sk.WiringError, match="max_body='big'"):
+        sk.serve(parse, max_body="big")
+    with pytest.raises(sk.WiringError, match="host=None"):
+        sk.serve(parse, host=None)
+    assert not sk.runtime().served  # nothing was left half served
 
 
 # -- metrics -------------------------------------------------------------------------------

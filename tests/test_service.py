@@ -174,6 +174,18 @@ def test_class_service_ill_typed_config_is_a_clear_config_error():
     assert "'factor'" in message and "Scale" in message and "'lots'" in message
 
 
+def test_class_service_config_given_positionally_is_a_clear_config_error():
+    with pytest.raises(sk.ConfigError, match=r"keywords, not positional values: Scale\(factor=\.\.\.\)"):
+        Scale(3)
+
+
+@pytest.mark.parametrize("key", ["name", "output"])
+def test_a_config_key_that_service_uses_itself_is_refused(key):
+    klass = type("Named", (sk.Service,), {"__annotations__": {key: str}, key: "x", "process": lambda self: None})
+    with pytest.raises(sk.ConfigError, match=f"config key '{key}' is a name svckit's Service uses itself"):
+        klass()
+
+
 def test_class_service_required_config():
     class Needs(sk.Service):
         path: str

@@ -111,10 +111,10 @@ class HttpEndpoint:
                 await asyncio.wait_for(asyncio.shield(self._task), 10)
         self.sock.close()
 
-    def attach(self, served: Served) -> None:
-        """Add (or refresh) a served thing's actions in this port's dispatch table."""
+    def check(self, served: Served, actions: list[str]) -> dict[str, Served]:
+        """The dispatch table with ``served`` serving ``actions``; raises ``WiringError`` on a clash."""
         routes = {a: s for a, s in self.routes.items() if s is not served}
-        for action in served.actions:
+        for action in actions:
             owner = routes.get(action)
             if owner is not None:
                 raise WiringError(
@@ -122,7 +122,11 @@ class HttpEndpoint:
                     "serve under another name or on another port."
                 )
             routes[action] = served
-        self.routes = routes
+        return routes
+
+    def attach(self, served: Served) -> None:
+        """Add (or refresh) a served thing's actions in this port's dispatch table."""
+        self.routes = self.check(served, served.actions)
         if served not in self.served:
             self.served.append(served)
 
