@@ -14,6 +14,7 @@ import pytest
 import zmq
 
 import svckit as sk
+from svckit.sources import pending
 from svckit.testing import collect, holds, wait_for
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,101 @@ def test_emit_from_a_sync_and_an_async_loop(sk_serve: Callable[..., sk.Served]) 
     assert [m["i"] for m in rows2.wait(2)] == [-1, -2]
     srv.stop()
     srv2.stop()
+
+
+#: The bound of the queue between a ``Service.loop()`` and its flow (``sources.Pipeline``).
+LOOP_QUEUE = 100
+
+
+def test_async_emit_on_a_full_queue_drops_and_counts(sk_serve: Callable[..., sk.Served]) -> None:
+    gate = threading.Event()
+    flooding = threading.Event()
+    flooding.set()
+    emitted = itertools.count()
+
+    class Firehose(sk.Service):
+        async def loop(self) -> None:  # on the runtime loop: emit never waits
+            if flooding.is_set():
+                for _ in range(50):
+                    self.emit(i=next(emitted))
+
+    @sk.service
+    def slow(i: int) -> None:
+        gate.wait(10)
+
+    srv = sk_serve(Firehose(interval=0.005) >> slow, name="firehose", keep=200)
+    most = 0
+
+    def flooded() -> bool:
+        nonlocal most
+        most = max(most, pending(srv))
+        return srv.status()["dropped"] >= 2000
+
+    try:
+        wait_for(flooded, timeout=20, what="2000 counted drops")
+        holds(lambda: pending(srv) <= LOOP_QUEUE + 1, 0.1, what="the queue staying bounded")
+        assert most <= LOOP_QUEUE + 1, f"{most} messages held for a queue of {LOOP_QUEUE} and one in flight"
+        assert srv.status()["received"] <= 1, "the blocked stage took in one message at most"
+        traffic = srv.traffic
+        assert len(traffic) <= 200, "the traffic log is a bounded ring"
+        dropped = traffic[traffic["direction"] == "dropped"]
+        assert len(dropped) > 100
+        assert set(dropped["endpoint"]) == {"loop"} and set(dropped["action"]) == {"firehose"}
+    finally:
+        flooding.clear()
+        gate.set()
+    srv.settle()
+    status = srv.status()
+    total = next(emitted)
+    assert status["received"] + status["dropped"] == total, "every emitted message was handled or counted"
+    assert status["received"] == status["replied"] and status["errors"] == 0
+    assert status["received"] >= LOOP_QUEUE, "what was queued went through once the stage was free"
+
+
+def test_sync_emit_and_return_wait_for_room(sk_serve: Callable[..., sk.Served]) -> None:
+    gate = threading.Event()
+    producing = threading.Event()
+    producing.set()
+    made = itertools.count(1)
+    last = [0]
+
+    def fresh() -> dict[str, int]:
+        last[0] = next(made)
+        return {"i": last[0]}
+
+    class Steady(sk.Service):
+        def loop(self) -> dict[str, Any] | None:  # in the worker pool: emit waits while the queue is full
+            if not producing.is_set():
+                return None
+            for _ in range(10):
+                self.emit(fresh())
+            return fresh()  # a returned message waits for room as well
+
+    @sk.service
+    def slow(i: int) -> None:
+        gate.wait(10)
+
+    srv = sk_serve(Steady(interval=0.005) >> slow, name="steady")
+    try:
+        wait_for(lambda: pending(srv) == LOOP_QUEUE + 1, what="a full queue and one message in flight")
+        iterations = srv.status()["iterations"]
+        holds(
+            lambda: (
+                srv.status()["dropped"] == 0
+                and pending(srv) == LOOP_QUEUE + 1
+                and last[0] <= LOOP_QUEUE + 2  # the one more the loop is holding, waiting for room
+                and srv.status()["iterations"] == iterations
+            ),
+            0.1,
+            what="a full queue holding the loop back, without drops",
+        )
+    finally:
+        gate.set()
+    wait_for(lambda: srv.status()["received"] >= 3 * LOOP_QUEUE, what="the loop going on once there is room")
+    producing.clear()
+    status = srv.settle().status()
+    assert status["received"] == status["replied"] == last[0], "each message made went through once"
+    assert status["dropped"] == 0 and status["errors"] == 0
 
 
 def test_every_return_values(sk_serve: Callable[..., sk.Served]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 import svckit as sk
 
@@ -176,22 +178,22 @@ def test_fatal_and_token_over_zmq(sk_serve: Callable[..., sk.Served]) -> None:
         return {"ok": True}
 
     srv = sk_serve(doom, zmq=0, token="s3cret")
-    with pytest.raises(sk.Unauthorized):
-        sk.ZmqClient(srv.zmq_url, timeout=5).doom(x=1)
-    client = sk.ZmqClient(srv.zmq_url, timeout=5, token="s3cret")
-    assert client.doom(x=1) == {"x": 1, "ok": True}
-    with pytest.raises(sk.Fatal):
-        client.doom(x=-1)
-    with pytest.raises(sk.ServiceUnavailable):
-        client.doom(x=1)
-    srv.restart()
-    assert client.doom(x=2)["ok"] is True
-    client.close()
+    with sk.ZmqClient(srv.zmq_url, timeout=5) as stranger, pytest.raises(sk.Unauthorized):
+        stranger.doom(x=1)
+    with sk.ZmqClient(srv.zmq_url, timeout=5, token="s3cret") as client:
+        assert client.doom(x=1) == {"x": 1, "ok": True}
+        with pytest.raises(sk.Fatal):
+            client.doom(x=-1)
+        with pytest.raises(sk.ServiceUnavailable):
+            client.doom(x=1)
+        srv.restart()
+        assert client.doom(x=2)["ok"] is True
 
 
 def test_http_and_zmq_share_metrics(sk_serve: Callable[..., sk.Served], client_for: Any) -> None:
     srv = sk_serve(parse, name="wc", http=0, zmq=0)
-    sk.ZmqClient(srv.zmq_url, timeout=5).wc(text="a")
+    with sk.ZmqClient(srv.zmq_url, timeout=5) as zclient:
+        zclient.wc(text="a")
     client_for(srv.url).wc(text="b c")
     status = client_for(srv.url).status()["served"]["wc"]
     assert status["received"] == 2 and status["replied"] == 2
@@ -210,16 +212,89 @@ def test_port_in_use_is_raised_in_the_caller(sk_runtime: Any, zsock: Any) -> Non
     assert "wc" not in sk_runtime.served
 
 
-def test_stop_releases_the_port_every_time(sk_runtime: Any, zsock: Any) -> None:
-    srv = sk.serve(parse, name="wc", zmq=0)
-    port = srv.zmq_port
+def _idle() -> None:
+    return None
+
+
+def _port_of(address: str | None) -> int:
+    assert address is not None, "not bound"
+    return int(address.rsplit(":", 1)[1])
+
+
+def _served_router(port: int) -> tuple[Any, dict[str, Any], Callable[[sk.Served], int | None]]:
+    return parse, {"zmq": port}, lambda srv: srv.zmq_port
+
+
+def _served_pub(port: int) -> tuple[Any, dict[str, Any], Callable[[sk.Served], int | None]]:
+    sink = sk.publish(port=port, topic="t")
+    return sk.every(3600, _idle) >> sink, {}, lambda srv: sink.port
+
+
+def _served_push(port: int) -> tuple[Any, dict[str, Any], Callable[[sk.Served], int | None]]:
+    sink = sk.push(f"tcp://127.0.0.1:{port}", bind=True)
+    return sk.every(3600, _idle) >> sink, {}, lambda srv: sink.port
+
+
+def _served_pull(port: int) -> tuple[Any, dict[str, Any], Callable[[sk.Served], int | None]]:
+    source = sk.pull(f"tcp://127.0.0.1:{port}", bind=True)
+    return source >> parse, {}, lambda srv: _port_of(source.address)
+
+
+def _served_sub(port: int) -> tuple[Any, dict[str, Any], Callable[[sk.Served], int | None]]:
+    source = sk.subscribe(f"tcp://127.0.0.1:{port}", "t", bind=True)
+    return source >> parse, {}, lambda srv: _port_of(source.address)
+
+
+def _plain_bind(port: int) -> None:
+    """Bind and listen on ``port`` with a plain TCP socket (SO_REUSEADDR, as any server does)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+    finally:
+        sock.close()
+
+
+# Every socket svckit binds: (how to serve it on a port, the socket kind, its peer's kind).
+BOUND_KINDS = {
+    "router": (_served_router, zmq.ROUTER, zmq.DEALER),
+    "pub": (_served_pub, zmq.PUB, zmq.SUB),
+    "push": (_served_push, zmq.PUSH, zmq.PULL),
+    "pull": (_served_pull, zmq.PULL, zmq.PUSH),
+    "sub": (_served_sub, zmq.SUB, zmq.PUB),
+}
+
+
+@pytest.mark.parametrize("kind", list(BOUND_KINDS))
+def test_stop_releases_the_port_every_time(kind: str, sk_runtime: Any, zsock: Any) -> None:
+    """Serve, stop, rebind with a plain socket: 200 times out of 200, with a peer connected each time."""
+    make, sock_kind, peer_kind = BOUND_KINDS[kind]
+    flow, ports, bound = make(0)
+    srv = sk.serve(flow, name="bound", **ports)
+    port = bound(srv)
+    assert port
     srv.stop()
-    for _ in range(200):
-        srv = sk.serve(parse, name="wc", zmq=port)
-        assert srv.zmq_port == port
-        srv.stop()
-    raw = zsock(zmq.ROUTER)
-    raw.bind(f"tcp://127.0.0.1:{port}")  # and anyone else can have it now
+    peer = zsock(peer_kind)
+    peer.setsockopt(zmq.RECONNECT_IVL, 1)  # back within a millisecond of each re-serve
+    peer.setsockopt(zmq.RECONNECT_IVL_MAX, 1)
+    monitor = peer.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    try:
+        peer.connect(f"tcp://127.0.0.1:{port}")
+        for i in range(200):
+            flow, ports, bound = make(port)
+            srv = sk.serve(flow, name="bound", **ports)
+            assert bound(srv) == port
+            # the peer is really connected, so stop has a live connection to close as well
+            assert monitor.poll(5000), f"the {kind} peer did not connect (round {i})"
+            recv_monitor_message(monitor)
+            srv.stop()
+            _plain_bind(port)  # raises "address in use" if stop left the port bound
+    finally:
+        peer.disable_monitor()
+        monitor.close(linger=0)
+    raw = zsock(sock_kind)
+    raw.bind(f"tcp://127.0.0.1:{port}")  # and anyone else's ZMQ socket can have it now
     raw.close(linger=0)
 
 
@@ -228,4 +303,5 @@ def test_replace_keeps_the_zmq_port(sk_serve: Callable[..., sk.Served]) -> None:
     url = srv.zmq_url
     again = sk_serve(sk.service(lambda text: len(text), name="size"), name="wc", zmq=0)
     assert again is srv and srv.zmq_url == url
-    assert sk.ZmqClient(url, timeout=5).wc(text="abc")["size"] == 3
+    with sk.ZmqClient(url, timeout=5) as client:
+        assert client.wc(text="abc")["size"] == 3
