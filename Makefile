@@ -41,18 +41,26 @@ unit: $(STAMP) browser-deps
 notebooks: $(STAMP)
 	for run in 1 2 3; do $(NBVAL) notebooks || exit 1; done
 
-# what repo2docker builds from binder/ alone, in a fresh venv, then every notebook run there
+# what repo2docker builds from binder/ alone: the Python that binder/runtime.txt names, a fresh venv
+# with binder/requirements.txt, then binder/postBuild; then strict nbval over every notebook in it
 binder-check:
-	rm -rf /tmp/svckit-binder && $(PYTHON) -m venv /tmp/svckit-binder
+	@set -e; \
+	version=$$(sed -n 's/^python-\([0-9][0-9]*\.[0-9][0-9]*\)[[:space:]]*$$/\1/p' binder/runtime.txt); \
+	test -n "$$version" || { echo "binder-check: binder/runtime.txt must say python-3.X, as repo2docker reads it"; exit 1; }; \
+	python=python$$version; \
+	command -v $$python > /dev/null || { echo "binder-check: binder/runtime.txt asks for Python $$version, but $$python is not on PATH"; exit 1; }; \
+	rm -rf /tmp/svckit-binder; \
+	$$python -m venv /tmp/svckit-binder || { echo "binder-check: $$python cannot make a venv (is Python $$version installed?)"; exit 1; }; \
+	/tmp/svckit-binder/bin/python -c "import sys; v = '%d.%d' % sys.version_info[:2]; \
+		sys.exit(None if v == '$$version' else 'binder-check: the venv runs Python ' + v + ', binder/runtime.txt says $$version')"; \
+	echo "binder-check: Python $$version, as binder/runtime.txt says"
 	/tmp/svckit-binder/bin/python -m pip install --quiet --upgrade pip
 	/tmp/svckit-binder/bin/python -m pip install --quiet -r binder/requirements.txt
 	PATH=/tmp/svckit-binder/bin:$$PATH bash binder/postBuild
 	PATH=/tmp/svckit-binder/bin:$$PATH python -m ipykernel install --prefix /tmp/svckit-binder --name python3 > /dev/null
-	for nb in notebooks/*.ipynb; do \
-		PATH=/tmp/svckit-binder/bin:$$PATH jupyter nbconvert --to notebook --execute \
-			--ExecutePreprocessor.timeout=120 --output-dir /tmp/svckit-binder/out "$$nb" || exit 1; \
-	done
-	@echo "binder-check: every notebook ran in the Binder environment"
+	PATH=/tmp/svckit-binder/bin:$$PATH python -m pytest --nbval --nbval-current-env \
+		--nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider notebooks
+	@echo "binder-check: strict nbval passed for every notebook in the Binder environment"
 
 # refresh the committed outputs of every notebook (run after changing one)
 execute-notebooks: $(STAMP)

@@ -10,8 +10,12 @@ Fixtures
 
 Helpers
 -------
-``collect()`` is the easy test end of any flow (like Streamz's ``sink_to_list``), and
-``wait_for(condition, timeout)`` polls a condition with a deadline.
+``collect()`` is the easy test end of any flow (like Streamz's ``sink_to_list``),
+``wait_for(condition, timeout)`` polls a condition with a deadline, and ``holds`` checks
+that a condition stays true.
+
+The helpers need no pytest: a notebook installed with ``svckit[lab]`` imports them as
+they are. pytest is imported only to define the fixtures, and only when it is installed.
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
-
-import pytest
+from typing import Any, TypeVar
 
 from .service import Service
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 __all__ = ["Collector", "collect", "holds", "sk_runtime", "sk_serve", "wait_for"]
 
@@ -102,7 +106,16 @@ def collect(name: str = "collect") -> Collector:
     return Collector(name)
 
 
-@pytest.fixture
+def _fixture(fn: _F) -> _F:
+    """``pytest.fixture(fn)`` when pytest is installed; otherwise ``fn`` as it is."""
+    try:
+        import pytest
+    except ImportError:  # svckit[lab] without pytest: the helpers above still work
+        return fn
+    return pytest.fixture(fn)  # type: ignore[return-value]  # a FixtureFunctionDefinition in pytest 8.4+
+
+
+@_fixture
 def sk_runtime() -> Iterator[Any]:
     """A fresh svckit runtime, shut down when the test ends."""
     from .runtime import runtime, shutdown
@@ -117,7 +130,7 @@ def sk_runtime() -> Iterator[Any]:
         assert not rt.thread.is_alive(), "the svckit runtime thread did not stop"
 
 
-@pytest.fixture
+@_fixture
 def sk_serve(sk_runtime: Any) -> Iterator[Callable[..., Any]]:
     """Serve for a test: ``sk_serve(flow, name=..., http=0)``; everything is stopped afterwards."""
     from .served import serve

@@ -74,10 +74,11 @@ zmq.call("reset", to=-5.0)'''),
         client.call("reset", to="cold")
     except sk.BadMessage as error:
         print(type(client).__name__, "->", error.field, ":", error)'''),
-    md("""## Replace it by re-running its cell
+    md("""## Replace it: serve again under the same name
 
-Change the configuration and serve again under the same name: the new instance takes over
-on the **same ports**; clients keep working without reconnecting."""),
+Change the configuration and run the same `sk.serve` call again, as re-running its cell
+would (here in a new cell, so the notebook keeps both steps): the new instance takes over
+on the **same ports**, and the clients keep working without reconnecting."""),
     code('''url, zmq_url = srv.url, srv.zmq_url
 srv = sk.serve(Sensor(drift=-1.0, unit="K", start=300.0), name="sensor", http=0, zmq=0)
 print("same ports:", srv.url == url and srv.zmq_url == zmq_url)

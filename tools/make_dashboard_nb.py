@@ -43,20 +43,45 @@ flow = sk.every(0.2, new_order) >> total >> check'''),
     md("""A flow draws itself: its text form is one short line, and in the notebook it is a picture
 (sources green, stages blue). Once it runs, each stage shows how many messages it handled."""),
     code("flow"),
+    md("""## Try it on known orders first
+
+Before letting it run on its own, serve the two stages over HTTP and send them eight orders
+you know. Orders 0 and 7 have zero items, so `check` rejects them: the client raises
+`sk.RemoteError`, which names the `ValueError` raised in the service."""),
+    code('''batch = total >> check
+trial = sk.serve(batch, name="trial", http=0)
+client = sk.Client(trial.url)
+for n in range(8):
+    try:
+        print(n, client.trial(order=n, qty=n % 7, price=2.5)["total"])
+    except sk.RemoteError as error:
+        print(n, error)'''),
+    md("""`trial.settle()` waits until every request is answered and the counters stand still, so
+these numbers are the same on every run. `status()` has the counters of the served thing:"""),
+    code('''status = trial.settle().status()
+{key: status[key] for key in ("state", "received", "replied", "errors")}'''),
+    md("""and the picture now shows how many messages each stage handled, and how many it failed:"""),
+    code("batch"),
+    code('''client.close()
+trial.stop()'''),
     md("""## Serve it and watch
 
 Serving a flow that starts with a source starts the source: messages flow at once, and the
 cell returns immediately. `srv.dashboard()` shows it live: a state badge, loop iterations,
 messages in and out, the rate, errors with the last one, the traffic log, the newest outputs
-and the picture with live counts. It refreshes at most four times a second, from a
-background thread, so it keeps moving while other cells run. The stop / start / restart
+and the picture with live counts (a stage's count goes on from the trial's eight). It
+refreshes at most four times a second, from a background thread, so it keeps moving while
+other cells run. The stop / start / restart
 buttons do what `srv.stop()`, `srv.start()` and `srv.restart()` do."""),
     code('''srv = sk.serve(flow, name="orders")
 srv.dashboard()'''),
     md("""The first order has zero items, so an error row appears in the dashboard right away.
-In Python, the same facts are in `srv.metrics` and `srv.status()`:"""),
+In Python, the same facts are in `srv.metrics` and `srv.status()`. The counts keep moving,
+so print what does not: wait for the first error, then show the state and that error."""),
     code('''wait_for(lambda: srv.metrics.errors >= 1)
-print(srv.metrics.last_error["type"], "-", srv.metrics.last_error["message"])'''),
+status = srv.status()
+print(status["state"], "|", status["last_error"]["service"], "raised", status["last_error"]["type"])
+print(status["last_error"]["message"])'''),
     md("""`srv.outputs` is a pandas DataFrame of the messages that came out of the end of the flow,
 oldest first (here: the first three good orders)."""),
     code('''wait_for(lambda: len(srv.outputs) >= 3)

@@ -1,4 +1,4 @@
-"""Write notebooks/01-quickstart.ipynb (run `make notebooks-exec` to execute it in place)."""
+"""Write notebooks/01-quickstart.ipynb (then execute it in place: `make execute-notebooks`)."""
 
 import nbformat as nbf
 
@@ -46,11 +46,24 @@ except sk.BadMessage as error:
     print(error)'''),
     md("""## 3. Serve it
 
-`sk.serve` returns at once: the flow now answers `POST /wordcount` over HTTP on port 8000,
-and the same action over ZeroMQ on port 5555, served by the kernel's background runtime.
-The cell is free again."""),
-    code('srv = sk.serve(flow, name="wordcount", http=8000, zmq=5555)\nsrv'),
+`sk.serve` returns at once: the flow now answers `POST /wordcount` over HTTP, and the same
+action over ZeroMQ, served by the kernel's background runtime. Port `0` picks a free port
+(give a number, such as `http=8000`, to choose one). The cell is free again."""),
+    code('srv = sk.serve(flow, name="wordcount", http=0, zmq=0)\nsrv'),
     code("srv.url, srv.zmq_url"),
+    md("""**On Binder or JupyterHub**, `127.0.0.1` is the address inside the container, which your
+browser cannot reach. The Jupyter server there runs jupyter-server-proxy, and
+`srv.proxy_url` is the link through it: `{prefix}proxy/{port}/`, built from the hub's
+`JUPYTERHUB_SERVICE_PREFIX` (or from `SVCKIT_PROXY_PREFIX`, which you set for a Jupyter
+server with a base URL of its own). The HTML view you get when a cell ends with `srv` shows
+that link beside the local URL. Outside a hub, `srv.proxy_url` is `None`; this is what both
+look like under a hub prefix:"""),
+    code('''import os
+from unittest import mock
+
+with mock.patch.dict(os.environ, {"SVCKIT_PROXY_PREFIX": "/user/you/"}):
+    print(srv.proxy_url)
+    display(srv)'''),
     md("""Any HTTP client can call it; `sk.Client` is the convenient one. Attribute access
 calls the action of that name."""),
     code('''client = sk.Client(srv.url)
@@ -75,7 +88,7 @@ def longest(words: list[str]) -> str:
     return max(words, key=len) if words else ""
 
 
-srv = sk.serve(parse >> count >> longest, name="wordcount", http=8000, zmq=5555)
+srv = sk.serve(parse >> count >> longest, name="wordcount", http=0, zmq=0)
 client.wordcount(text="a flow grows")'''),
     md("""## 5. Watch it
 
