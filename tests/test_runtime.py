@@ -310,3 +310,18 @@ def _swallow(fn: object, **kw: object) -> None:
         fn(**kw)  # type: ignore[operator]
     except sk.SvckitError:
         pass
+
+
+def test_serving_installs_no_signal_handler(sk_serve, client_for):
+    """The kernel (or a script) keeps its own Ctrl-C and SIGTERM handling."""
+    import signal
+
+    kinds = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD]
+    before = {s: signal.getsignal(s) for s in kinds}
+    wakeup = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup)
+    srv = sk_serve(sk.service(lambda x: x + 1, name="inc"), name="inc", http=0, zmq=0)
+    assert client_for(srv.url).inc(x=1)["inc"] == 2
+    srv.stop()
+    assert {s: signal.getsignal(s) for s in kinds} == before
+    assert signal.set_wakeup_fd(wakeup) == wakeup  # nobody took over the wakeup fd either
