@@ -1,18 +1,22 @@
 """Live dashboards: ipywidgets that show what served things are doing.
 
-A dashboard only reads snapshots (``Metrics``) and is refreshed by one background
-thread at most ``1/interval`` times a second; a refresh sends nothing when nothing
-changed, and a closed dashboard is dropped by the refresher.
+A dashboard only reads snapshots (``Metrics``, the ``LogBuffer``) and is refreshed by one
+background thread at most ``1/interval`` times a second; a refresh sends nothing when
+nothing changed. A dashboard that is closed, or whose every view in the frontend went
+away, is dropped by the refresher (shown again, it is refreshed again).
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import math
 import threading
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
+
+from .logs import LogLine, log_buffer
 
 if TYPE_CHECKING:
     from .served import Served
@@ -34,7 +38,12 @@ _CSS = (
     ".svckit-dash td,.svckit-dash th{padding:2px 8px;border-bottom:1px solid #e4e4e4;text-align:left}"
     ".svckit-dash th{color:#555;font-weight:600}.svckit-dash .err td{color:#b02a22}"
     ".svckit-badge{color:#fff;border-radius:9px;padding:1px 9px;font-size:12px;font-weight:600}"
-    ".svckit-num{font-variant-numeric:tabular-nums}</style>"
+    ".svckit-num{font-variant-numeric:tabular-nums}"
+    # the widget's HTML has the 28 px line height of an inline control: a log line needs less
+    ".svckit-log{line-height:1.35}.svckit-log table{border-collapse:collapse;font-size:11px;margin:2px 0}"
+    ".svckit-log td{padding:1px 8px;border-bottom:1px solid #f0f0f0;white-space:nowrap}"
+    ".svckit-log td.msg{font-family:monospace;max-width:720px;overflow:hidden;text-overflow:ellipsis}"
+    ".svckit-log .warn td{color:#b02a22}</style>"
 )
 
 
@@ -108,8 +117,8 @@ class _Card:
         served = self.served
         try:
             getattr(served, action)()
-        except Exception as exc:  # shown in the dashboard, never raised into a cell
-            logger.warning("%s of %r failed: %s", action, served.name, exc)
+        except Exception as exc:  # shown in the dashboard's log, never raised into a cell
+            logger.warning("%s of %r failed: %s", action, served.name, exc, extra={"svckit_service": served.name})
         _refresher.poke()
 
     def render(self) -> dict[str, str]:
@@ -195,6 +204,32 @@ class _Card:
         return sent
 
 
+_WARN_LEVELS = frozenset({"WARNING", "ERROR", "CRITICAL", "stderr"})
+
+
+def _log_html(lines: list[LogLine]) -> str:
+    """The log section: one compact row per line, newest last; a long message is cut (its full text in the tooltip)."""
+    if not lines:
+        return f'{_CSS}<div class="svckit-log"><b>log</b> <small>-</small></div>'
+    rows = []
+    for line in lines:
+        text = line.message.strip()
+        first, _, more = text.partition("\n")
+        if more:  # a traceback: its first and last lines tell the story
+            last = more.rstrip().rsplit("\n", 1)[-1]
+            first = f"{first} … {last}"
+        if len(first) > 240:
+            first = first[:239] + "…"
+        warn = " warn" if line.level in _WARN_LEVELS else ""
+        rows.append(
+            f'<tr class="svckit-log-line{warn}" title="{html.escape(line.source)}">'
+            f"<td>{_fmt_time(line.time)}</td><td>{html.escape(line.service or '')}</td>"
+            f"<td>{html.escape(line.level.lower())}</td>"
+            f'<td class="msg" title="{html.escape(text[:2000])}">{html.escape(first)}</td></tr>'
+        )
+    return f'{_CSS}<div class="svckit-log"><b>log</b><table><tbody>{"".join(rows)}</tbody></table></div>'
+
+
 def _links(served: Served) -> list[str | None]:
     proxied = getattr(served, "proxy_url", None)
     return [served.url, proxied, served.zmq_url]
@@ -229,6 +264,9 @@ class Dashboard:
         Seconds between refreshes (0.25 at least: at most 4 a second).
     rows
         How many traffic and output rows to show.
+    log_lines
+        How many of the newest log lines to show: what svckit logged about these served
+        things, and what their stages printed.
 
     Examples
     --------
@@ -240,7 +278,11 @@ class Dashboard:
     >>> dash.close(); srv.stop()
     """
 
-    def __init__(self, served: list[Served] | None = None, *, interval: float = 0.25, rows: int = 6) -> None:
+    def __init__(
+        self, served: list[Served] | None = None, *, interval: float = 0.25, rows: int = 6, log_lines: int = 8
+    ) -> None:
+        import ipywidgets as w
+
         global _box_class
         if interval < 0.25:
             raise ValueError(f"interval={interval}: a dashboard refreshes at most 4 times a second (0.25 s).")
@@ -249,20 +291,49 @@ class Dashboard:
         self.follow = served is None
         self.interval = interval
         self.rows = rows
+        self.log_lines = log_lines
         self.cards: list[_Card] = []
-        self.box = _box_class()
+        self.log = w.HTML(layout=w.Layout(border="1px solid #ddd", padding="2px 8px", margin="4px 0"))
+        self._logs = log_buffer()
+        self._log_seen: tuple[int, tuple[str, ...] | None] | None = None
+        # _view_count=0 asks the frontend to report its views: once shown, a dashboard
+        # whose views are all gone (output cleared, cell re-run, tab closed) stops updating
+        self.box = _box_class(_view_count=0, _dom_classes=["svckit-dashboard"])
         self.closed = False
+        self.hidden = False  # it was shown, and no view of it is left
+        self._shown = False
         self.updates = 0  # widget values sent, for tests and curiosity
         self._lock = threading.Lock()
         self._last = 0.0
         self._set_cards(list(served) if served is not None else _all_served())
+        me = weakref.ref(self)  # the widget must not keep its dashboard alive
+
+        def views_changed(change: dict[str, Any]) -> None:
+            dash = me()
+            if dash is not None:
+                dash._views_changed(change["new"])
+
+        self.box.observe(views_changed, names="_view_count")
         self.refresh()
         _refresher.add(self)
 
     def _set_cards(self, served: list[Served]) -> None:
         self.cards = [_Card(s, self.rows) for s in served]
         self.box._svckit_label = ", ".join(s.name for s in served) or "nothing served"
-        self.box.children = [c.box for c in self.cards] or [_empty()]
+        self.box.children = [*([c.box for c in self.cards] or [_empty()]), self.log]
+
+    def _views_changed(self, count: int | None) -> None:
+        """The frontend reported how many views of the dashboard it shows."""
+        if count is None:
+            return
+        if count > 0:
+            self._shown = True
+            if self.hidden:  # shown again: refresh again
+                self.hidden = False
+                _refresher.add(self)
+        elif self._shown:
+            self.hidden = True
+        _refresher.poke()
 
     def refresh(self) -> int:
         """Bring the widgets up to date now; return how many values were sent."""
@@ -276,14 +347,30 @@ class Dashboard:
             sent = 0
             for card in self.cards:
                 sent += card.apply(card.render())
+            sent += self._refresh_log()
             self.updates += sent
             self._last = time.monotonic()
             return sent
 
+    def _refresh_log(self) -> int:
+        logs = self._logs
+        logs.settle()
+        services = None if self.follow else tuple(c.served.name for c in self.cards)
+        seen = (logs.version, services)
+        if seen == self._log_seen:
+            return 0
+        self._log_seen = seen
+        value = _log_html(logs.tail(self.log_lines, services))
+        if self.log.value == value:
+            return 0
+        self.log.value = value
+        return 1
+
     @property
     def alive(self) -> bool:
-        """False once closed (``close()``, or its widget closed from the frontend)."""
-        return not self.closed and getattr(self.box, "comm", None) is not None
+        """False once closed (``close()``, or its widget closed from the frontend), and
+        while hidden: it was shown and the frontend has no view of it left."""
+        return not self.closed and not self.hidden and getattr(self.box, "comm", None) is not None
 
     def close(self) -> None:
         """Close the widgets and stop refreshing."""
@@ -291,6 +378,7 @@ class Dashboard:
             self.closed = True
             for card in self.cards:
                 card.close()
+            self.log.close()
             self.box.close()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
@@ -339,20 +427,24 @@ class _Refresher:
                 if not dashboards:
                     self._thread = None
                     return
-            pause = min(d.interval for d in dashboards)
-            now = time.monotonic()
+            due = math.inf
             for dash in dashboards:
                 if not dash.alive:
                     with self._lock:
                         self._dashboards.discard(dash)
                     continue
-                if now - dash._last >= dash.interval * 0.95:
+                # a refresh waits ``interval`` from the end of the one before (or of a direct
+                # refresh()), so no window of one second ever holds more than 1/interval of them
+                if time.monotonic() >= dash._last + dash.interval:
                     try:
                         dash.refresh()
                     except Exception:  # never let one broken dashboard stop the others
+                        dash._last = time.monotonic()
                         logger.exception("dashboard refresh failed")
+                due = min(due, dash._last + dash.interval)
             del dashboards
-            self._wake.wait(pause)
+            if due < math.inf:
+                self._wake.wait(max(0.0, due - time.monotonic()))
             self._wake.clear()
 
 

@@ -7,10 +7,11 @@ on the request path.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import deque
 from typing import Any
+
+from .logs import LogBuffer, log_buffer  # where they lived first; runtime.py imports log_buffer from here
 
 __all__ = ["TRAFFIC_COLUMNS", "LogBuffer", "Metrics", "log_buffer"]
 
@@ -114,36 +115,3 @@ class Metrics:
         frame = pd.DataFrame.from_records(rows, columns=list(TRAFFIC_COLUMNS))
         frame["time"] = pd.to_datetime(frame["time"], unit="s")
         return frame
-
-
-class LogBuffer(logging.Handler):
-    """Keeps the last log records of svckit (and uvicorn) for the dashboard, never printing them."""
-
-    def __init__(self, keep: int = 200) -> None:
-        super().__init__(logging.INFO)
-        self.records: deque[tuple[float, str, str, str]] = deque(maxlen=keep)
-        self.setFormatter(logging.Formatter("%(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.records.append((record.created, record.levelname, record.name, self.format(record)))
-        except Exception:  # a log handler must never raise into the code that logged
-            self.handleError(record)
-
-
-_buffer: LogBuffer | None = None
-
-
-def log_buffer() -> LogBuffer:
-    """The process's svckit log buffer, attached to the ``svckit`` logger on first use."""
-    global _buffer
-    if _buffer is None:
-        _buffer = LogBuffer()
-        for name in ("svckit", "uvicorn"):
-            log = logging.getLogger(name)
-            log.addHandler(_buffer)
-            if log.level == logging.NOTSET or log.level > logging.INFO:
-                log.setLevel(logging.INFO)
-        # uvicorn's lines would otherwise reach a root handler and land in whatever cell runs
-        logging.getLogger("uvicorn").propagate = False
-    return _buffer

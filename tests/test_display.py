@@ -60,6 +60,33 @@ def test_picture_counts_messages_and_failures_per_stage():
     assert 'stroke="#c0392b"' in picture  # the failing stage is outlined red
 
 
+def _count_of(svg: str, name: str) -> int:
+    found = re.search(rf'data-name="{name}">.*?>(\d+) msg<', svg)
+    assert found is not None, f"no count on {name!r}"
+    return int(found[1])
+
+
+def test_picture_of_a_served_flow_counts_what_its_source_sent(sk_serve):
+    from svckit.display import svg
+    from svckit.testing import collect
+
+    numbers = iter(range(1_000_000))
+
+    def tick() -> dict:
+        return {"n": next(numbers)}
+
+    sink = collect()
+    flow = sk.every(0.01, tick) >> sk.service(lambda n: n * 2, name="double") >> sink
+    source = _names(svg(flow))[0]
+    srv = sk_serve(flow, name="numbers", http=None)
+    sink.wait(3)
+    srv.stop()
+    picture = svg(flow)
+    sent = len(sink.items)
+    # the source's box counts what it sent (not "0 msg"); a message cut short by stop() may lack a row
+    assert _count_of(picture, source) >= _count_of(picture, "double") >= sent >= 3
+
+
 def test_text_repr_stays_short_and_deterministic():
     flow = parse >> sk.parallel(sk.service(lambda words: 0, name="x"), sk.service(lambda words: 0, name="y"))
     assert repr(flow) == "<Flow parse >> parallel(x, y)>"

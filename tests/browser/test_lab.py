@@ -68,6 +68,13 @@ def _count(locator) -> int:
     return int(locator.inner_text().strip())
 
 
+def _source_count(dash) -> int:
+    """The count the flow picture inside the dashboard shows on its source (0 when none yet)."""
+    note = dash.locator('svg.svckit-flow .svckit-stage[data-name="new_order"] text').nth(1)
+    found = re.match(r"(\d+) msg", note.text_content() or "") if note.count() else None
+    return int(found[1]) if found else 0
+
+
 def test_dashboard_notebook_in_jupyterlab(lab, page):
     base, _ = lab
     page.goto(f"{base}/lab/tree/03-dashboard.ipynb?reset", timeout=90_000)
@@ -100,19 +107,27 @@ def test_dashboard_notebook_in_jupyterlab(lab, page):
     wait_for(lambda: errors.count() >= 1, timeout=20, what="an error row")
     assert "an order of zero items" in errors.first.inner_text()
 
-    # the flow picture is drawn: in the flow cell's output and inside the dashboard
+    # the flow picture is drawn: in the flow cell's output and inside the dashboard, with live counts
     assert page.locator(".jp-OutputArea svg.svckit-flow").count() >= 2
     assert dash.locator("svg.svckit-flow .svckit-stage").count() == 3
     assert page.locator("svg.svckit-flow").first.bounding_box()["width"] > 100
+    wait_for(lambda: _source_count(dash) > 0, timeout=10, what="the source's count on the picture")
+
+    # the dashboard's log shows what svckit logged about the service: here, the failed orders
+    board = page.locator(".svckit-dashboard")
+    log_lines = board.locator(".svckit-log .svckit-log-line")
+    wait_for(lambda: log_lines.count() >= 1, timeout=10, what="a line in the dashboard's log")
+    assert "an order of zero items" in board.locator(".svckit-log").inner_text()
 
     shot = os.environ.get("SVCKIT_SCREENSHOT")
     if shot:  # `make screenshots`: the picture in the README
         no_news = page.get_by_role("button", name="No", exact=True)
         if no_news.count():
             no_news.click()
-        dash.scroll_into_view_if_needed()
-        page.wait_for_timeout(600)  # let the next refresh land so the picture is current
-        page.screenshot(path=shot, clip=dash.bounding_box())
+        board.scroll_into_view_if_needed()
+        shown = _count(counter)  # let a refresh land after scrolling, so the picture is current
+        wait_for(lambda: _count(counter) != shown, timeout=10, what="a refresh after scrolling")
+        board.screenshot(path=shot)
 
     # pressing stop stops the service: the badge says stopped and the counter stops
     dash.get_by_role("button", name="stop", exact=True).click()
