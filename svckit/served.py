@@ -450,10 +450,13 @@ class Served:
 
         The same as ``async with asyncio.timeout(seconds)``, cancellation bookkeeping included.
         """
-        task = asyncio.current_task()
-        assert task is not None
         deadlines = self._deadlines
-        if deadlines is None or deadlines.loop is not task.get_loop():
+        # With its loop given, current_task skips looking the running loop up (a Python
+        # function in 3.11); None when the runtime was started anew since.
+        task = asyncio.current_task(deadlines.loop) if deadlines is not None else None
+        if deadlines is None or task is None:
+            task = asyncio.current_task()
+            assert task is not None
             deadlines = self._deadlines = _Deadlines(task.get_loop())
         cancelling = task.cancelling()
         deadlines.watch(task, seconds)
