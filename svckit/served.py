@@ -357,24 +357,7 @@ class Served:
         """Answer one request: decode, run, count, encode. Never raises."""
         start = time.time()
         try:
-            reply = await self._process(action, raw, via, start)
-            if isinstance(reply, tuple):
-                return reply  # an error reply, counted already
-            try:
-                body = encode(reply)
-            except (TypeError, ValueError, RecursionError) as exc:
-                why = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-                bad = BadResult(
-                    f"The reply of {self.name!r} cannot be sent as JSON: {why}. "
-                    "Return dicts of str, numbers, bools, None, lists and dicts.",
-                    service=self.name,
-                )
-                outputs = self.metrics.outputs
-                if outputs and outputs[-1] is reply:  # recorded by _process just now (no await since)
-                    outputs.pop()
-                return self._error(bad, via, action, start)
-            self.metrics.replied_one(via, action, len(body), start, time.time(), 200)
-            return 200, body
+            return await self._process(action, raw, via, start, reply=True)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # svckit's own fault: still a JSON answer, and counted
@@ -386,17 +369,15 @@ class Served:
         encoding a reply nobody reads (its ``out`` traffic row has size 0). Never raises."""
         start = time.time()
         try:
-            reply = await self._process(self.name, raw, via, start)
-            if not isinstance(reply, tuple):
-                self.metrics.replied_one(via, self.name, 0, start, time.time(), 200)
+            await self._process(self.name, raw, via, start, reply=False)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             logger.exception("a message of %r could not be handled", self.name)
             self._error(exc, via, self.name, start)
 
-    async def _process(self, action: str, raw: bytes, via: str, start: float) -> dict[str, Any] | tuple[int, bytes]:
-        """Decode, run and count one message: the reply message, or an error reply (counted)."""
+    async def _process(self, action: str, raw: bytes, via: str, start: float, reply: bool) -> tuple[int, bytes]:
+        """Decode, run, count and (with ``reply``) encode one message; an error reply is counted too."""
         metrics = self.metrics
         current.set(self)
         metrics.received_one(via, action, len(raw), start)
@@ -417,18 +398,19 @@ class Served:
         gen = self._gen
         node = self.node
         self._inflight[gen] += 1
+        ended = False  # the message came out of the end of the flow: an output row
         try:
             if action != self.name:
-                return await self._run_action(action, msg)
-            try:
-                if self.timeout is None:
-                    await node.arun(msg, self.runtime)
-                else:
-                    await self._timed(node, msg, self.timeout)
-                metrics.output(msg)
-            except StopFlow:
-                metrics.stopped += 1
-            return msg
+                msg = await self._run_action(action, msg)
+            else:
+                try:
+                    if self.timeout is None:
+                        await node.arun(msg, self.runtime)
+                    else:
+                        await self._timed(node, msg, self.timeout)
+                    ended = True
+                except StopFlow:
+                    metrics.stopped += 1
         except Fatal as exc:
             self._fail(exc)
             return self._error(exc, via, action, start)
@@ -444,6 +426,22 @@ class Served:
             return self._error(exc, via, action, start)
         finally:
             self._done(gen)
+        body = b""
+        if reply:
+            try:
+                body = encode(msg)
+            except (TypeError, ValueError, RecursionError) as exc:
+                why = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                bad = BadResult(
+                    f"The reply of {self.name!r} cannot be sent as JSON: {why}. "
+                    "Return dicts of str, numbers, bools, None, lists and dicts.",
+                    service=self.name,
+                )
+                return self._error(bad, via, action, start)  # not an output: it could not be sent
+        if ended:
+            metrics.output(msg)
+        metrics.replied_one(via, action, len(body), start, time.time(), 200)
+        return 200, body
 
     async def _timed(self, node: Service, msg: dict[str, Any], seconds: float) -> None:
         """``node.arun`` under the served timeout: ``TimeoutError`` when it runs past it.
