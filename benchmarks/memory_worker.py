@@ -27,6 +27,7 @@ def rss_mb() -> float:
 
 def main(total: int, first: int) -> dict[str, Any]:
     import svckit as sk
+    from svckit.middleware import Request
 
     @sk.service
     def parse(text: str) -> dict[str, Any]:
@@ -44,7 +45,7 @@ def main(total: int, first: int) -> dict[str, Any]:
             async def worker(lo: int, hi: int) -> None:
                 for i in range(lo, hi):
                     raw = b'{"text":"message %d with a few words"}' % i
-                    status, _ = await srv.handle("wordcount", raw, "http")
+                    status, _ = await srv.path.handle(Request("http", "wordcount", raw))
                     if status != 200:
                         raise RuntimeError(f"status {status}")
 

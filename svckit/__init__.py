@@ -20,11 +20,13 @@ from .errors import (
     StateError,
     StopFlow,
     SvckitError,
+    TooManyRequests,
     Unauthorized,
     UnknownAction,
     WiringError,
 )
 from .flow import Branch, Flow, Parallel, branch, parallel
+from .middleware import Middleware, Request, Throttle, middleware, throttle
 from .runtime import Runtime, runtime, shutdown
 from .served import Served, State, serve
 from .service import Service, handle, service
@@ -42,6 +44,7 @@ __all__ = [
     "Every",
     "Fatal",
     "Flow",
+    "Middleware",
     "Parallel",
     "PayloadTooLarge",
     "PortInUse",
@@ -50,6 +53,7 @@ __all__ = [
     "Pull",
     "Push",
     "RemoteError",
+    "Request",
     "Retry",
     "RetryExhausted",
     "Runtime",
@@ -64,6 +68,8 @@ __all__ = [
     "Subscription",
     "SvckitError",
     "Table",
+    "Throttle",
+    "TooManyRequests",
     "Unauthorized",
     "UnknownAction",
     "WiringError",
@@ -72,6 +78,7 @@ __all__ = [
     "dashboard",
     "every",
     "handle",
+    "middleware",
     "parallel",
     "post",
     "publish",
@@ -84,6 +91,7 @@ __all__ = [
     "subscribe",
     "table",
     "tables",
+    "throttle",
 ]
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402

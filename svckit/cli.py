@@ -81,6 +81,7 @@ def run_notebook(path: str, skip_tags: Sequence[str] = (TEARDOWN_TAG,)) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .runtime import current, shutdown
+    from .served import registry
 
     try:
         run_notebook(args.notebook)
@@ -89,7 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         shutdown()
         return 1
     rt = current()
-    served = list(rt.served.values()) if rt is not None else []
+    served = list(registry(rt).values()) if rt is not None else []
     if not served:
         print(
             f"svckit run: {args.notebook} serves nothing once run (cells tagged 'teardown' are skipped).",

@@ -14,12 +14,12 @@ import math
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .logs import LogLine, log_buffer
+from .runtime import current
+from .served import Served, registry
 
-if TYPE_CHECKING:
-    from .served import Served
 
 __all__ = ["Dashboard", "dashboard"]
 
@@ -161,7 +161,7 @@ class _Card:
             ]
             errors = "<b>errors</b>" + _table(["time", "service", "type", "message"], rows, "err svckit-error-row")
         traffic_rows = []
-        for t, endpoint, direction, action, size, latency, status in list(m.traffic.copy())[-self.rows :][::-1]:
+        for t, endpoint, direction, action, size, latency, status, _ in list(m.traffic.copy())[-self.rows :][::-1]:
             traffic_rows.append(
                 [
                     _fmt_time(t),
@@ -179,7 +179,7 @@ class _Card:
         return {
             "header": header,
             "stats": stats,
-            "picture": picture(s.node, counts=True),
+            "picture": picture(s.bound if s.bound is not None else s.node, counts=True),
             "errors": errors,
             "traffic": traffic,
             "outputs": outputs,
@@ -395,10 +395,8 @@ def _empty() -> Any:
 
 
 def _all_served() -> list[Served]:
-    from .runtime import current
-
     rt = current()
-    return list(rt.served.values()) if rt is not None else []
+    return list(registry(rt).values()) if rt is not None else []
 
 
 class _Refresher:
@@ -458,3 +456,6 @@ def dashboard(served: Served | list[Served] | None = None, **kwargs: Any) -> Das
     if not isinstance(served, list):
         served = [served]
     return Dashboard(served, **kwargs)
+
+
+Served._dashboard = dashboard

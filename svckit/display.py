@@ -1,26 +1,36 @@
 """Flow pictures: an SVG drawing of a service or flow, with live counts while served.
 
 Stages are boxes left to right; ``branch`` and ``parallel`` fan out vertically and join
-again; sources and sinks get their own colours. Counts come from the services' own
-counters (``Service.calls``/``Service.failures``), so drawing never touches the runtime.
+again; sources, sinks and middleware get their own colours. Counts come from the services'
+own counters (``calls``/``failures``), so drawing never touches the runtime.
+
+A node is drawn from a small protocol, so this module imports nothing of svckit: ``name``,
+``role``, ``describe()``, ``leaves()``, the counters, and ``children()``, which returns
+``("leaf", [])``, ``("sequence", parts)``, ``("parallel", parts)`` or
+``("branch:<key>", parts)`` with ``parts`` a list of ``(label, node)``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from html import escape
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .service import Service
+
+class Node(Protocol):
+    name: str
+
+    def describe(self) -> str: ...
+    def children(self) -> tuple[str, list[tuple[str, Any]]]: ...
+    def leaves(self) -> Any: ...
 
 __all__ = ["svg", "html"]
 
 _H = 46  # leaf box height
 _GAP = 28  # horizontal gap between boxes (room for an arrow)
 _VGAP = 10  # vertical gap between stacked branches
-_FILL = {"source": "#e3f4e6", "sink": "#efe6f7", "stage": "#e8f0fb", "branch": "#fff4dc"}
-_STROKE = {"source": "#3f9a52", "sink": "#8356ad", "stage": "#4a78c2", "branch": "#c8901e"}
+_FILL = {"source": "#e3f4e6", "sink": "#efe6f7", "stage": "#e8f0fb", "branch": "#fff4dc", "middleware": "#f1f1f1"}
+_STROKE = {"source": "#3f9a52", "sink": "#8356ad", "stage": "#4a78c2", "branch": "#c8901e", "middleware": "#777777"}
 
 
 @dataclass
@@ -43,9 +53,7 @@ def _text_width(text: str) -> float:
     return 7.2 * len(text)
 
 
-def _leaf(svc: Service, counts: bool) -> _Box:
-    from .service import Service as _S
-
+def _leaf(svc: Node, counts: bool) -> _Box:
     role = getattr(svc, "role", "stage")
     if role not in _FILL:
         role = "stage"
@@ -58,7 +66,8 @@ def _leaf(svc: Service, counts: bool) -> _Box:
     elif role != "stage":
         note = role
     w = max(84.0, _text_width(label) + 24, _text_width(note) + 24)
-    title = escape(svc.describe() if isinstance(svc, _S) else label)
+    describe = getattr(svc, "describe", None)
+    title = escape(describe() if callable(describe) else label)
     fail = counts and bool(getattr(svc, "failures", 0))
     stroke = "#c0392b" if fail else _STROKE[role]
     body = (
@@ -135,25 +144,19 @@ def _fan(boxes: list[_Box], labels: list[str], head: str | None, role: str) -> _
     return _Box(w, total_h, parts)
 
 
-def _layout(node: Service, counts: bool) -> _Box:
-    from .flow import Branch, Flow, Parallel
-
-    if isinstance(node, Flow):
-        return _sequence([_layout(s, counts) for s in node.stages])
-    if isinstance(node, Parallel):
-        return _fan([_layout(b, counts) for b in node.branches], [""] * len(node.branches), None, "parallel")
-    if isinstance(node, Branch):
-        targets = list(node.routes.items())
-        labels = [repr(v) for v, _ in targets]
-        boxes = [_layout(t, counts) for _, t in targets]
-        if node.default is not None:
-            labels.append("default")
-            boxes.append(_layout(node.default, counts))
-        return _fan(boxes, labels, node.key, "branch")
+def _layout(node: Node, counts: bool) -> _Box:
+    kind, parts = node.children()
+    if kind == "sequence":
+        return _sequence([_layout(part, counts) for _, part in parts])
+    if kind == "parallel":
+        return _fan([_layout(part, counts) for _, part in parts], [""] * len(parts), None, "parallel")
+    if kind.startswith("branch:"):
+        labels = [label for label, _ in parts]
+        return _fan([_layout(part, counts) for _, part in parts], labels, kind[len("branch:") :], "branch")
     return _leaf(node, counts)
 
 
-def svg(node: Service, counts: bool | None = None) -> str:
+def svg(node: Node, counts: bool | None = None) -> str:
     """The SVG picture of ``node``; ``counts`` shows per-stage message counts (default: once any ran)."""
     if counts is None:
         counts = any(getattr(leaf, "calls", 0) for leaf in node.leaves())
@@ -169,6 +172,6 @@ def svg(node: Service, counts: bool | None = None) -> str:
     )
 
 
-def html(node: Service, counts: bool | None = None) -> str:
+def html(node: Node, counts: bool | None = None) -> str:
     """``svg`` wrapped for notebook display."""
     return f'<div class="svckit-flow-picture">{svg(node, counts)}</div>'

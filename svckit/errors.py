@@ -8,6 +8,7 @@
     ├── PayloadTooLarge       a request body over the size limit (HTTP 413)
     ├── UnknownAction         no such action on this endpoint (HTTP 404)
     ├── Unauthorized          a token was required and not given (HTTP 401)
+    ├── TooManyRequests       a request past a throttle's rate (HTTP 429)
     ├── BadResult             a service returned something that is not JSON-able (HTTP 500)
     ├── ServiceTimeout        a request took longer than the served timeout (HTTP 504)
     ├── ServiceUnavailable    the served thing is failed or stopped (HTTP 503)
@@ -44,6 +45,7 @@ __all__ = [
     "StateError",
     "StopFlow",
     "SvckitError",
+    "TooManyRequests",
     "Unauthorized",
     "UnknownAction",
     "WiringError",
@@ -113,6 +115,12 @@ class Unauthorized(SvckitError):
     """A request without the token the endpoint was served with."""
 
     status = 401
+
+
+class TooManyRequests(SvckitError):
+    """A request past a ``sk.throttle`` rate; ``retry_after`` says when to try again."""
+
+    status = 429
 
 
 class BadResult(SvckitError):

@@ -1,17 +1,23 @@
 """Flows: immutable chains of services built with ``>>``, plus ``branch`` and ``parallel``.
 
 A flow is itself a service. Composition validates the wiring at once; running passes
-one message dict through each stage in turn (see ``service.merge`` for the rules).
+one message dict through each stage in turn (see ``params.merge`` for the rules). A
+middleware in a flow wraps every stage after it (``middleware.Wrapped``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .errors import BadMessage, StopFlow, WiringError
-from .service import Params, Service, check_name, lift
+from .middleware import Middleware, Wrapped
+from .params import Params, check_name
+from .running import Binder, cell_ready, set_up_in_cell, trimmed
+from .runtime import run_here
+from .service import Service, lift
 
 __all__ = ["Branch", "Flow", "Parallel", "branch", "parallel"]
 
@@ -55,11 +61,32 @@ class Flow(Service):
         self.config = {}
         self._params = None
         self._actions = {}
-        self.is_async = any(s.is_async for s in self.stages)
-        self.concurrent = any(s.concurrent for s in self.stages)
         self.role = "source" if self.stages[0].role == "source" else "stage"  # type: ignore[misc]
-        self._runs = tuple(s.run for s in self.stages)
-        self._segments = _segments(self.stages)
+        self._build()
+
+    _composite = True
+
+    def _build(self) -> None:
+        body = _wrap(self.stages)
+        self.is_async = any(s.is_async for s in body)
+        self.concurrent = any(s.concurrent for s in body)
+        self._body = body
+        self._runs = tuple(s.run for s in body)
+        self._segments = _segments(body)
+        self._setup_needed = any(leaf._has_setup for leaf in self.leaves())
+
+    def _bound_copy(self, binder: Binder) -> Service:
+        clone = copy.copy(self)
+        clone.stages = tuple(binder.bind(s) for s in self.stages)
+        clone._build()
+        return clone
+
+    def children(self) -> tuple[str, list[tuple[str, Service]]]:
+        return "sequence", [("", s) for s in self.stages]
+
+    @property
+    def _needs_setup(self) -> bool:
+        return self._setup_needed
 
     @classmethod
     def chain(cls, left: Service, right: Service) -> Flow:
@@ -72,28 +99,45 @@ class Flow(Service):
                 parts.append(side)
         return cls(*parts)
 
+    @classmethod
+    def _inner(cls, stages: tuple[Service, ...]) -> Flow:
+        """An anonymous flow of stages already checked (what a middleware wraps)."""
+        flow = cls.__new__(cls)
+        flow.stages = stages
+        flow.named = False
+        flow.name = "_".join(s.name for s in stages)
+        flow.output = flow.name
+        flow.config = {}
+        flow._params = None
+        flow._actions = {}
+        flow._build()
+        return flow
+
     def named_as(self, name: str) -> Flow:
         """A copy of this flow under another name (the name it is served and drawn as)."""
         return Flow(*self.stages, name=name)
 
     def run(self, msg: dict[str, Any]) -> None:
+        __tracebackhide__ = True
         if self.is_async:
-            from .runtime import runtime
-
-            rt = runtime()
-            rt.call(self.arun(msg, rt))
+            run_here(lambda rt: self.arun(msg, rt))
             return
         for run in self._runs:
             run(msg)
 
     def __call__(self, msg: Mapping[str, Any] | None = None, /, **fields: Any) -> dict[str, Any]:
+        __tracebackhide__ = True
         if self.is_async or msg is not None:
             return super().__call__(msg, **fields)
+        if self._setup_needed and self not in cell_ready:
+            set_up_in_cell(self)
         try:  # the common case, `flow(field=...)`, without a layer of calls: it is per call
             for run in self._runs:
                 run(fields)
         except StopFlow:
             pass
+        except Exception as exc:
+            raise trimmed(exc)  # noqa: B904 - the same exception, with the user's frames only
         return fields
 
     async def arun(self, msg: dict[str, Any], rt: Any) -> None:
@@ -139,6 +183,20 @@ def _short(s: Service) -> str:
     return s.name
 
 
+def _wrap(stages: tuple[Service, ...]) -> tuple[Service, ...]:
+    """The stages as they run: a middleware and every stage after it become one ``Wrapped``."""
+    for i, stage in enumerate(stages):
+        if isinstance(stage, Middleware):
+            rest = stages[i + 1 :]
+            inner: Service | None = None
+            if len(rest) == 1:
+                inner = rest[0]
+            elif rest:
+                inner = Flow._inner(rest)
+            return (*stages[:i], Wrapped(stage, inner))
+    return stages
+
+
 def _segments(stages: tuple[Service, ...]) -> tuple[tuple[bool, Any], ...]:
     """Group runs of plain synchronous stages so each run is one hop to the worker pool."""
     out: list[tuple[bool, Any]] = []
@@ -159,9 +217,14 @@ def _segments(stages: tuple[Service, ...]) -> tuple[tuple[bool, Any], ...]:
 def _check_roles(stages: tuple[Service, ...]) -> None:
     for i, stage in enumerate(stages):
         role = stage.role
+        if isinstance(stage, Middleware) and stage.scope == "request":
+            raise WiringError(
+                f"{stage.name!r} is request-scope middleware: it sees requests before they are decoded, "
+                "so it goes in sk.serve(..., middleware=[...]), not in a flow."
+            )
         if role == "source" and i:
             raise WiringError(f"{stage.name!r} is a source: it can only stand first in a flow, not at place {i + 1}.")
-        composite = isinstance(stage, Flow | Branch | Parallel)
+        composite = stage._composite or isinstance(stage, Middleware)
         no_process = role == "stage" and getattr(stage, "_params", True) is None and not composite
         if no_process and (not callable(getattr(stage, "loop", None)) or i):
             raise WiringError(f"Service {stage.name!r} has no process() method, so it cannot take messages in a flow.")
@@ -196,6 +259,20 @@ class Branch(Service):
         self._actions = {}
         self.is_async = any(t.is_async for t in targets)
         self.concurrent = any(t.concurrent for t in targets)
+
+    _composite = True
+
+    def _bound_copy(self, binder: Binder) -> Service:
+        clone = copy.copy(self)
+        clone.routes = {value: binder.bind(t) for value, t in self.routes.items()}
+        clone.default = binder.bind(self.default) if self.default is not None else None
+        return clone
+
+    def children(self) -> tuple[str, list[tuple[str, Service]]]:
+        parts = [(repr(v), t) for v, t in self.routes.items()]
+        if self.default is not None:
+            parts.append(("default", self.default))
+        return f"branch:{self.key}", parts
 
     def pick(self, msg: Mapping[str, Any]) -> Service:
         if self.key not in msg:
@@ -263,6 +340,16 @@ class Parallel(Service):
         self.is_async = any(b.is_async for b in self.branches)  # type: ignore[union-attr]
         self.concurrent = True
 
+    _composite = True
+
+    def _bound_copy(self, binder: Binder) -> Service:
+        clone = copy.copy(self)
+        clone.branches = tuple(binder.bind(b) for b in self.branches)  # type: ignore[arg-type]
+        return clone
+
+    def children(self) -> tuple[str, list[tuple[str, Service]]]:
+        return "parallel", [("", b) for b in self.branches]  # type: ignore[misc]
+
     @staticmethod
     def _merge(msg: dict[str, Any], copies: list[dict[str, Any]]) -> None:
         before = dict(msg)
@@ -273,10 +360,7 @@ class Parallel(Service):
 
     def run(self, msg: dict[str, Any]) -> None:
         if self.is_async:
-            from .runtime import runtime
-
-            rt = runtime()
-            rt.call(self.arun(msg, rt))
+            run_here(lambda rt: self.arun(msg, rt))
             return
         copies = []
         for b in self.branches:
@@ -326,3 +410,6 @@ def parallel(*services: Any, name: str | None = None) -> Parallel:
     two branches set the same key, the later one in the list wins.
     """
     return Parallel(*services, name=name)
+
+
+Service._chain = Flow.chain

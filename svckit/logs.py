@@ -19,15 +19,27 @@ Examples
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, NamedTuple, TextIO
 
-__all__ = ["PREFIX", "LogBuffer", "LogLine", "StreamRouter", "capture", "in_kernel", "log_buffer", "release"]
+__all__ = [
+    "PREFIX",
+    "LogBuffer",
+    "LogLine",
+    "StreamRouter",
+    "capture",
+    "current_service",
+    "in_kernel",
+    "log_buffer",
+    "release",
+    "watch_stages",
+]
 
 #: What svckit names its threads: text written on them is routed to the buffer.
 PREFIX = "svckit-"
@@ -220,17 +232,32 @@ class StreamRouter:
         return f"<svckit StreamRouter of {self._svckit_stream!r}>"
 
 
+#: The name of the served thing whose message the current task handles (set by the request path).
+current_service: contextvars.ContextVar[str | None] = contextvars.ContextVar("svckit_service", default=None)
+
+#: What serving registered: it lists ``(served name, node)`` for every served thing (see ``watch_stages``).
+_served_stages: list[Callable[[], Iterable[tuple[str, Any]]]] = []
+
+
+def watch_stages(lister: Callable[[], Iterable[tuple[str, Any]]]) -> None:
+    """Tell the log router where served things are: ``lister()`` yields ``(name, node)`` pairs.
+
+    Serving calls this once, so a line printed on a worker thread is put under the served
+    thing one of whose stages is on the call stack, without this module importing serving.
+    """
+    if lister not in _served_stages:
+        _served_stages.append(lister)
+
+
 def service_here() -> str | None:
     """The name of the served thing the calling code works for, where known.
 
     On the runtime thread, the served thing whose message the current task handles; on a
     svckit worker thread, the served thing one of whose stages is on the call stack.
     """
-    served = sys.modules.get("svckit.served")
-    if served is not None:
-        current = served.current.get()
-        if current is not None:
-            return str(current.name)
+    current = current_service.get()
+    if current is not None:
+        return current
     if not threading.current_thread().name.startswith(PREFIX):
         return None
     try:
@@ -256,21 +283,19 @@ _codes: tuple[tuple[Any, ...], dict[Any, str]] = ((), {})
 def _stage_codes() -> dict[Any, str]:
     """Code object -> served name, for every function a served thing's stages run."""
     global _codes
-    runtime = sys.modules.get("svckit.runtime")
-    rt = runtime.current() if runtime is not None else None
-    if rt is None:
+    served = [pair for lister in _served_stages for pair in lister()]
+    if not served:
         return {}
-    served = list(rt.served.values())
-    key = tuple((s.name, id(s.node)) for s in served)
+    key = tuple((name, id(node)) for name, node in served)
     if _codes[0] == key:
         return _codes[1]
     codes: dict[Any, str] = {}
-    for s in served:
-        for leaf in s.node.leaves():
+    for name, node in served:
+        for leaf in node.leaves():
             for fn in _functions(leaf):
                 code = getattr(fn, "__code__", None)
                 if code is not None:
-                    codes.setdefault(code, s.name)
+                    codes.setdefault(code, name)
     _codes = (key, codes)
     return codes
 

@@ -15,7 +15,7 @@ from .logs import LogBuffer, log_buffer  # where they lived first; runtime.py im
 
 __all__ = ["TRAFFIC_COLUMNS", "LogBuffer", "Metrics", "log_buffer"]
 
-TRAFFIC_COLUMNS = ("time", "endpoint", "direction", "action", "size", "latency_ms", "status")
+TRAFFIC_COLUMNS = ("time", "endpoint", "direction", "action", "size", "latency_ms", "status", "request_id")
 
 
 class Metrics:
@@ -42,10 +42,17 @@ class Metrics:
         self.started = time.time()
 
     # -- written on the runtime thread -------------------------------------------
-    def received_one(self, endpoint: str, action: str, size: int, now: float) -> None:
+    def resize(self, keep: int) -> None:
+        """Keep ``keep`` recent outputs and traffic rows from now on (the newest are kept)."""
+        if keep != self.keep:
+            self.keep = keep
+            self.outputs = deque(self.outputs.copy(), maxlen=keep)
+            self.traffic = deque(self.traffic.copy(), maxlen=keep)
+
+    def received_one(self, endpoint: str, action: str, size: int, now: float, request_id: str | None = None) -> None:
         self.received += 1
         self.by_action[action] = self.by_action.get(action, 0) + 1
-        self.traffic.append((now, endpoint, "in", action, size, None, None))
+        self.traffic.append((now, endpoint, "in", action, size, None, None, request_id))
         second = int(now)
         buckets = self._seconds
         if buckets and buckets[-1][0] == second:
@@ -53,9 +60,18 @@ class Metrics:
         else:
             buckets.append([second, 1])
 
-    def replied_one(self, endpoint: str, action: str, size: int, started: float, now: float, status: int) -> None:
+    def replied_one(
+        self,
+        endpoint: str,
+        action: str,
+        size: int,
+        started: float,
+        now: float,
+        status: int,
+        request_id: str | None = None,
+    ) -> None:
         self.replied += 1
-        self.traffic.append((now, endpoint, "out", action, size, (now - started) * 1000.0, status))
+        self.traffic.append((now, endpoint, "out", action, size, (now - started) * 1000.0, status, request_id))
 
     def output(self, message: dict[str, Any]) -> None:
         self.outputs.append(message)
@@ -72,7 +88,7 @@ class Metrics:
         also log a ``dropped`` row in the traffic."""
         self.dropped += count
         if endpoint is not None:
-            self.traffic.append((time.time(), endpoint, "dropped", action, size, None, None))
+            self.traffic.append((time.time(), endpoint, "dropped", action, size, None, None, None))
 
     # -- read from any thread ----------------------------------------------------
     def rate(self, window: int = 5, now: float | None = None) -> float:

@@ -3,30 +3,30 @@
 Sockets, servers and tasks live on the runtime thread. The notebook's thread crosses
 over only through ``Runtime.call``/``Runtime.submit``, which refuse to be called from
 the runtime thread itself (that would deadlock).
+
+The runtime knows nothing of what is served on it: higher layers keep their per-runtime
+state in ``Runtime.local`` (the table of bound ports, the ZMQ context, the served things),
+with the hooks that close it when the runtime shuts down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import collections
 import concurrent.futures
 import contextlib
 import contextvars
-import functools
 import logging
 import os
 import threading
-import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from .errors import StateError
+from .logs import log_buffer
+from .pool import WorkerPool
 
-if TYPE_CHECKING:
-    from .served import Served
-
-__all__ = ["Runtime", "WorkerPool", "runtime", "shutdown"]
+__all__ = ["Runtime", "WorkerPool", "at_shutdown", "current", "runtime", "run_here", "shutdown"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,178 +49,6 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    """Set ``future``'s result (``ok``) or exception, unless it is already done (cancelled)."""
-    if future.done():
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
-
-
-class WorkerPool(concurrent.futures.Executor):
-    """Daemon threads that run blocking stages, handing each result straight to the loop.
-
-    ``loop.run_in_executor`` on a ``ThreadPoolExecutor`` builds a ``concurrent.futures``
-    future (with its own ``Condition``), chains it to an asyncio future and locks the
-    executor on every call: about a tenth of a served request's time here. ``run``
-    queues ``(fn, args)`` and the worker sets the asyncio future through
-    ``call_soon_threadsafe``.
-
-    Jobs queued from the loop wake a worker only when none is awake: an awake worker
-    takes the next job as soon as it is done with one. Sixteen requests that arrive in
-    one turn of the loop then cost one thread wake-up, not sixteen threads contending
-    for the GIL (each wait for it is up to the 5 ms switch interval while a cell keeps
-    the kernel's main thread busy). So that a stage that blocks never holds up the jobs
-    queued behind it, the loop looks again after ``STALL`` seconds and wakes one more
-    worker for every job that has waited that long. Threads start on demand, up to
-    ``workers``, and are daemons, so a stage that never returns cannot hold up the
-    interpreter's exit.
-
-    A call that outlives its served timeout still holds its thread (Python cannot stop
-    one). So that stages stuck like this cannot starve everything else the runtime
-    serves, a job that has waited ``STUCK`` seconds with every worker busy gets a thread
-    of its own beyond ``workers``, up to ``limit``; such extra threads end as soon as
-    they find the queue empty.
-    """
-
-    #: How long a job may wait in the queue before another worker is woken for it.
-    STALL = 0.002
-    #: How long a job may wait, every worker busy, before a thread beyond ``workers`` starts for it.
-    STUCK = 0.1
-
-    def __init__(self, workers: int, name: str = "svckit-worker", limit: int | None = None) -> None:
-        self.workers = workers
-        self.limit = max(workers, limit if limit is not None else workers)
-        self.name = name
-        self._started = 0  # threads started so far, for their names
-        self._jobs: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._threads: list[threading.Thread] = []
-        self._awake = 0  # workers running a job or about to look for one
-        self._sleeping = 0  # workers waiting on _wake
-        self._watching = False  # a stall check is scheduled on a loop
-        self._closed = False
-
-    def run(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """Run ``fn(*args)`` on a worker; the returned future is resolved on ``loop``."""
-        future: asyncio.Future[T] = loop.create_future()
-        with self._lock:
-            self._check_open()
-            self._jobs.append((fn, args, loop, future, time.monotonic()))
-            if not self._awake:
-                self._start_one()
-            elif not self._watching:
-                self._watching = True
-                loop.call_later(self.STALL, self._watch, loop)
-        return future
-
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
-        """The ``Executor`` interface (``loop.run_in_executor`` and plain threads use it).
-
-        Called from any thread, with no loop to look again later: it always wakes a worker.
-        """
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        with self._lock:
-            self._check_open()
-            self._jobs.append((functools.partial(fn, *args, **kwargs), (), None, future, time.monotonic()))
-            self._start_one()
-        return future
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StateError("The svckit worker pool is shut down; call sk.runtime() to start a new one.")
-
-    def _start_one(self, stuck: bool = False) -> bool:
-        """Wake a sleeping worker, or start a thread while there are fewer than ``workers``
-        (``limit`` for a ``stuck`` job); the lock is held. False when none could be had."""
-        if self._sleeping:
-            self._sleeping -= 1
-            self._awake += 1
-            self._wake.notify()
-            return True
-        if len(self._threads) < (self.limit if stuck else self.workers):
-            thread = threading.Thread(target=self._work, name=f"{self.name}_{self._started}", daemon=True)
-            self._started += 1
-            self._threads.append(thread)
-            self._awake += 1
-            thread.start()
-            return True
-        return False
-
-    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
-        """On the loop: wake a worker for every job queued longer than ``STALL`` (its workers
-        are busy with slow jobs), and look again while jobs wait."""
-        with self._lock:
-            jobs = self._jobs
-            if not jobs or self._closed:
-                self._watching = False
-                return
-            now = time.monotonic()
-            late, stuck = now - self.STALL, now - self.STUCK
-            for job in jobs:
-                if job[4] > late or not self._start_one(stuck=job[4] <= stuck):
-                    break
-            with contextlib.suppress(RuntimeError):  # the loop is closing: the pool is shut down with it
-                loop.call_later(self.STALL, self._watch, loop)
-                return
-            self._watching = False
-
-    def _work(self) -> None:
-        jobs = self._jobs
-        lock = self._lock
-        while True:
-            with lock:
-                while not jobs:
-                    self._awake -= 1
-                    if self._closed or len(self._threads) > self.workers:  # closed, or an extra thread
-                        self._threads.remove(threading.current_thread())
-                        return
-                    self._sleeping += 1
-                    self._wake.wait()
-                fn, args, loop, future, _ = jobs.popleft()
-            if loop is None:  # submit(): a concurrent.futures.Future
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(fn())
-                    except BaseException as exc:
-                        future.set_exception(exc)
-            else:
-                try:
-                    ok, value = True, fn(*args)
-                except BaseException as exc:  # handed to the awaiting coroutine, as run_in_executor does
-                    ok, value = False, exc
-                with contextlib.suppress(RuntimeError):  # the loop closed while the job ran
-                    loop.call_soon_threadsafe(resolve, future, ok, value)
-                del value
-            del fn, args, future  # hold no message while idle
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop taking jobs and end the threads once the queue is done (dropped, with ``cancel_futures``)."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            threads = list(self._threads)
-            dropped = list(self._jobs) if cancel_futures else []
-            if cancel_futures:
-                self._jobs.clear()
-            self._awake += self._sleeping  # each one wakes, finds the pool closed and ends
-            self._sleeping = 0
-            self._wake.notify_all()
-        for _, _, loop, future, _ in dropped:
-            if loop is None:
-                future.cancel()
-            else:
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(future.cancel)
-        if wait:
-            for thread in threads:
-                thread.join()
-
-
 class Runtime:
     """A daemon thread with its own asyncio loop and a worker pool for blocking code.
 
@@ -239,9 +67,8 @@ class Runtime:
     def __init__(self, workers: int = 32) -> None:
         self.loop = _new_loop()
         self.pool = WorkerPool(workers, limit=8 * workers)
-        self.served: dict[str, Served] = {}
-        self.endpoints: dict[tuple[str, str, int], Any] = {}
-        self.zmq_context: Any = None
+        self._locals: dict[str, tuple[Any, Any, Any, int]] = {}
+        self._locals_lock = threading.Lock()
         self._closed = False
         self._ready = threading.Event()
         self.thread = threading.Thread(target=self._main, name="svckit-runtime", daemon=True)
@@ -263,6 +90,35 @@ class Runtime:
                 self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             finally:
                 self.loop.close()
+
+    # -- per-runtime state of higher layers -------------------------------------
+    def local(
+        self,
+        key: str,
+        make: Callable[[], T],
+        aclose: Callable[[T], Awaitable[None]] | None = None,
+        order: int = 0,
+        stop: Callable[[T], None] | None = None,
+    ) -> T:
+        """The value kept under ``key`` for this runtime, made by ``make()`` on first use.
+
+        At shutdown, ``stop(value)`` runs first on the caller's thread (highest ``order``
+        first), then ``aclose(value)`` on the loop (lowest ``order`` first).
+        """
+        entry = self._locals.get(key)
+        if entry is None:
+            with self._locals_lock:
+                entry = self._locals.get(key)
+                if entry is None:
+                    entry = self._locals[key] = (make(), aclose, stop, order)
+        value: T = entry[0]
+        return value
+
+    @property
+    def served(self) -> dict[str, Any]:
+        """A read-only look at what serving keeps here: the served things by name."""
+        entry = self._locals.get("served")
+        return dict(entry[0]) if entry is not None else {}
 
     # -- crossing over -------------------------------------------------------
     @property
@@ -316,14 +172,19 @@ class Runtime:
 
     # -- ending ------------------------------------------------------------
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop every served thing, release every port, stop the loop and join the thread."""
+        """Stop what higher layers keep here (every served thing), release every port, stop
+        the loop and join the thread."""
         if self._closed:
             return
         if self.in_runtime():
             raise StateError("sk.shutdown() cannot run on the runtime's own thread.")
-        for served in list(self.served.values()):
-            with contextlib.suppress(Exception):
-                served.stop(timeout=timeout)
+        entries = sorted(self._locals.values(), key=lambda entry: -entry[3])
+        for value, _, stop, _ in entries:
+            if stop is not None:
+                try:
+                    stop(value)
+                except Exception:
+                    logger.exception("stopping %r at shutdown failed", value)
         if self.thread.is_alive():
             with contextlib.suppress(Exception):
                 self.call(self._close_all(), timeout=timeout)
@@ -334,13 +195,13 @@ class Runtime:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     async def _close_all(self) -> None:
-        for endpoint in list(self.endpoints.values()):
-            with contextlib.suppress(Exception):
-                await endpoint.close()
-        self.endpoints.clear()
-        if self.zmq_context is not None:
-            self.zmq_context.destroy(linger=0)
-            self.zmq_context = None
+        for value, aclose, _, _ in sorted(self._locals.values(), key=lambda entry: entry[3]):
+            if aclose is not None:
+                try:
+                    await aclose(value)
+                except Exception:
+                    logger.exception("closing %r at shutdown failed", value)
+        self._locals.clear()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -355,8 +216,6 @@ def runtime() -> Runtime:
         return rt
     with _lock:
         if _current is None or not _current.running:
-            from .metrics import log_buffer
-
             log_buffer()  # from now on svckit's log lines are kept for dashboards, not printed
             _current = Runtime()
             if not _atexit_registered.is_set():
@@ -375,7 +234,8 @@ def current() -> Runtime | None:
 
 
 def shutdown(timeout: float = 5.0) -> None:
-    """Stop everything served, release every port and stop the runtime thread.
+    """Stop everything served, release every port, stop the runtime thread, and run the
+    ``teardown()`` of services that were set up by calling them in a cell.
 
     Safe to call more than once; the next ``sk.serve`` or ``sk.runtime()`` starts afresh.
     """
@@ -384,6 +244,27 @@ def shutdown(timeout: float = 5.0) -> None:
         rt, _current = _current, None
     if rt is not None:
         rt.shutdown(timeout)
+    for hook in list(_hooks):
+        try:
+            hook()
+        except Exception:
+            logger.exception("a shutdown hook failed")
+
+
+_hooks: list[Callable[[], None]] = []
+
+
+def at_shutdown(hook: Callable[[], None]) -> None:
+    """Run ``hook()`` at every ``sk.shutdown()`` (and at exit), after the runtime stopped."""
+    if hook not in _hooks:
+        _hooks.append(hook)
+
+
+def run_here(make: Callable[[Runtime], Coroutine[Any, Any, T]]) -> T:
+    """Run the coroutine ``make(rt)`` on the runtime and wait for it: how an ``async`` stage
+    or flow runs when it is called right in a cell (or from a worker thread)."""
+    rt = runtime()
+    return rt.call(make(rt))
 
 
 def _at_exit() -> None:

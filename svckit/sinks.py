@@ -3,8 +3,11 @@
 A sink is a stage that sends the message somewhere and returns ``None``, so the message
 passes on unchanged: ``parse >> sk.publish(port=0, topic="words") >> count`` works.
 
-- ``publish`` and ``push`` open their socket when the flow is served (in ``setup``) and
-  close it when it stops; they send from the runtime loop without ever blocking it.
+- ``publish`` and ``push`` open their socket when the flow is served and close it when it
+  stops; they send from the runtime loop without ever blocking it. The socket belongs to
+  the bound copy serving runs, so one ``publish`` object in two served flows gives each
+  its own socket; ``.address``, ``.port``, ``.subscribers`` and ``.dropped`` of the object
+  you composed tell those of the copy served last (``.dropped``: of all its copies).
   Calling a flow that holds one right in a cell raises ``StateError``: serve it first.
 - ``post`` runs in the worker pool (never on the loop) and works in a cell too.
 - ``table`` works everywhere: rows go into a named, bounded table read as a DataFrame.
@@ -18,17 +21,18 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from .codec import encode
 from .errors import RemoteError, ServiceUnavailable, StateError, WiringError
-from .served import current, encode
-from .service import Service, check_name
+from .params import check_name
+from .running import Binder, copies_of
+from .service import Service
 
 if TYPE_CHECKING:
     import requests
     import zmq
     import zmq.asyncio
 
-    from .runtime import Runtime
-    from .transports.zmq import SharedSocket
+    from .zmqnet import SharedSocket
 
 __all__ = ["Post", "Publish", "Push", "Table", "post", "publish", "push", "table", "tables"]
 
@@ -41,8 +45,8 @@ class _ZmqSink(Service):
     def __init__(self, *, hwm: int, name: str) -> None:
         super().__init__(name=name)
         self.hwm = hwm
-        self.dropped = 0
-        self._rt: Runtime | None = None
+        self._dropped = 0
+        self._metrics: Any = None
         self._shared: SharedSocket | None = None
         self._own: zmq.asyncio.Socket | None = None
         self._sock: zmq.Socket[bytes] | None = None
@@ -52,28 +56,21 @@ class _ZmqSink(Service):
         """Send ``message`` (only while served; see the class docstring)."""
         await self.arun(message, None)
 
-    # -- lifecycle: setup/teardown run in the caller's thread, sockets on the runtime --------
-    def setup(self) -> None:
-        if self._sock is not None:
-            return  # already open: re-serving a flow that keeps this sink
-        from .runtime import runtime
-
-        rt = runtime()
-        rt.call(self._open(rt), timeout=10)
-        self._rt = rt
-
-    def teardown(self) -> None:
-        rt, self._rt = self._rt, None
-        if self._sock is None or rt is None:
-            return
-        if rt.running and not rt.in_runtime():
-            rt.call(self._close(), timeout=10)
+    # -- serving: the bound copy opens and closes its socket on the runtime loop ---------------
+    def _bound(self, binder: Binder) -> None:
+        self._dropped = 0
+        self._metrics = binder.metrics
         self._shared = self._own = self._sock = None
+        self._address = None
 
-    async def _open(self, rt: Runtime) -> None:
+    async def open(self, binder: Binder, rt: Any) -> None:
+        if self._sock is None:
+            await self._open(rt, binder.owner)
+
+    async def _open(self, rt: Any, owner: str) -> None:
         raise NotImplementedError
 
-    async def _close(self) -> None:
+    async def close(self) -> None:
         shared, self._shared = self._shared, None
         own, self._own = self._own, None
         self._sock = None
@@ -83,18 +80,34 @@ class _ZmqSink(Service):
             own.close()
 
     # -- facts -------------------------------------------------------------------------
+    def _served_copy(self) -> _ZmqSink:
+        """This, when it is a bound copy; else the copy of it served last (or this)."""
+        if self._origin is None:
+            for copy in reversed(copies_of(self)):
+                if copy._sock is not None:
+                    return copy  # type: ignore[return-value]
+        return self
+
     @property
     def address(self) -> str | None:
         """The address bound or connected to while served (``tcp://127.0.0.1:PORT``), else None."""
-        return self._address if self._sock is not None else None
+        served = self._served_copy()
+        return served._address if served._sock is not None else None
 
     @property
     def port(self) -> int | None:
         """The TCP port of ``address``, or None."""
-        from .transports.zmq import split_address
+        from .zmqnet import split_address
 
         parts = split_address(self.address) if self.address else None
         return parts[1] if parts else None
+
+    @property
+    def dropped(self) -> int:
+        """Messages dropped because a peer was behind (of every served copy, on the object you composed)."""
+        if self._origin is None:
+            return self._dropped + sum(c._dropped for c in copies_of(self))  # type: ignore[attr-defined]
+        return self._dropped
 
     def _not_served(self) -> StateError:
         return StateError(
@@ -103,10 +116,9 @@ class _ZmqSink(Service):
         )
 
     def _drop(self, action: str, size: int) -> None:
-        self.dropped += 1
-        served = current.get()
-        if served is not None:
-            served.metrics.drop(1, self.label, action, size)
+        self._dropped += 1
+        if self._metrics is not None:
+            self._metrics.drop(1, self.label, action, size)
 
 
 class Publish(_ZmqSink):
@@ -156,13 +168,13 @@ class Publish(_ZmqSink):
     @property
     def subscribers(self) -> int:
         """Subscriptions the PUB socket has seen (and not seen withdrawn); 0 when not served."""
-        shared = self._shared
+        shared = self._served_copy()._shared
         return int(shared.state.get("subscribers", 0)) if shared is not None else 0
 
-    async def _open(self, rt: Runtime) -> None:
+    async def _open(self, rt: Any, owner: str) -> None:
         import zmq
 
-        from .transports.zmq import SharedSocket, tcp_address
+        from .zmqnet import SharedSocket, tcp_address
 
         counted = self.drop == "all"
         self._shared = await SharedSocket.acquire(
@@ -172,6 +184,7 @@ class Publish(_ZmqSink):
             tcp_address(self.host, self._want or "*"),
             lambda shared: _watch_subscriptions(shared, counted),
             self.hwm,
+            owner=owner,
         )
         self._sock = self._shared.sock
         self._address = self._shared.address
@@ -246,7 +259,7 @@ class Push(_ZmqSink):
     label = "push"
 
     def __init__(self, addr: str, *, bind: bool = False, hwm: int = 1000, name: str | None = None) -> None:
-        from .transports.zmq import check_address
+        from .zmqnet import check_address
 
         super().__init__(hwm=hwm, name=name or "push")
         self.addr = check_address(addr, "sk.push()")
@@ -258,13 +271,21 @@ class Push(_ZmqSink):
         self._room = asyncio.Event()
         self._waiter: asyncio.Task[None] | None = None
 
-    async def _open(self, rt: Runtime) -> None:
+    def _bound(self, binder: Binder) -> None:
+        super()._bound(binder)
+        self._wait = None
+        self._outbox = deque()
+        self._flushing = False
+        self._room = asyncio.Event()
+        self._waiter = None
+
+    async def _open(self, rt: Any, owner: str) -> None:
         import zmq
 
-        from .transports.zmq import SharedSocket, connect, make_socket
+        from .zmqnet import SharedSocket, connect, make_socket
 
         if self.bind:
-            self._shared = await SharedSocket.acquire(rt, zmq.PUSH, "push", self._want, None, self.hwm)
+            self._shared = await SharedSocket.acquire(rt, zmq.PUSH, "push", self._want, None, self.hwm, owner=owner)
             self._sock, self._wait, self._address = self._shared.sock, self._shared.asock, self._shared.address
             self._want = self._address  # keep the port it got across restarts
         else:
@@ -359,6 +380,9 @@ class Post(Service):
         self.headers = {"Content-Type": "application/json", **(headers or {})}
         self._local = threading.local()
 
+    def _bound(self, binder: Binder) -> None:
+        self._local = threading.local()  # its own sessions
+
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
@@ -389,6 +413,15 @@ class Post(Service):
         return f"<Sink {self.describe()}>"
 
 
+class _Rows:
+    """A table's rows and its count, behind one condition."""
+
+    def __init__(self, keep: int) -> None:
+        self.rows: deque[dict[str, Any]] = deque(maxlen=keep)
+        self.added = 0
+        self.cond = threading.Condition()
+
+
 _tables: dict[str, Table] = {}
 _tables_lock = threading.Lock()
 
@@ -415,18 +448,17 @@ class Table(Service):
         super().__init__(name=check_name(name, "table name"))
         self.keep = keep
         self.columns = list(columns) if columns is not None else None
-        self._rows: deque[dict[str, Any]] = deque(maxlen=keep)
-        self._added = 0
-        self._cond = threading.Condition()
+        self._store = _Rows(keep)  # shared by the copies serving runs: one table, wherever it is used
 
     def process(self, **message: Any) -> None:
         """Add ``message`` as a row (only ``columns`` when given)."""
         if self.columns is not None:
             message = {k: message.get(k) for k in self.columns}
-        with self._cond:
-            self._rows.append(message)
-            self._added += 1
-            self._cond.notify_all()
+        store = self._store
+        with store.cond:
+            store.rows.append(message)
+            store.added += 1
+            store.cond.notify_all()
 
     @property
     def frame(self) -> Any:
@@ -441,33 +473,35 @@ class Table(Service):
     @property
     def rows(self) -> list[dict[str, Any]]:
         """A copy of the rows, oldest first."""
-        with self._cond:
-            return list(self._rows)
+        with self._store.cond:
+            return list(self._store.rows)
 
     @property
     def added(self) -> int:
         """Rows added since the table was made or cleared (older ones may have left ``rows``)."""
-        return self._added
+        return self._store.added
 
     def wait(self, count: int, timeout: float = 10.0) -> Table:
         """Wait until ``count`` rows were added; ``TimeoutError`` after ``timeout`` s."""
         deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._added < count:
+        store = self._store
+        with store.cond:
+            while store.added < count:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"table {self.name!r} got {self._added} of {count} rows in {timeout} s")
-                self._cond.wait(left)
+                    raise TimeoutError(f"table {self.name!r} got {store.added} of {count} rows in {timeout} s")
+                store.cond.wait(left)
         return self
 
     def clear(self) -> None:
         """Forget every row."""
-        with self._cond:
-            self._rows.clear()
-            self._added = 0
+        store = self._store
+        with store.cond:
+            store.rows.clear()
+            store.added = 0
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._store.rows)
 
     def describe(self) -> str:
         return f"table({self.name!r})"

@@ -248,7 +248,16 @@ def test_traffic_frame(sk_serve, client_for):
     with pytest.raises(sk.BadMessage):
         client.p()
     frame = srv.traffic
-    assert list(frame.columns) == ["time", "endpoint", "direction", "action", "size", "latency_ms", "status"]
+    assert list(frame.columns) == [
+        "time",
+        "endpoint",
+        "direction",
+        "action",
+        "size",
+        "latency_ms",
+        "status",
+        "request_id",
+    ]
     assert frame["direction"].tolist() == ["in", "out", "in", "out"]
     assert frame["endpoint"].unique().tolist() == ["http"]
     assert frame["status"].dropna().astype(int).tolist() == [200, 422]

@@ -14,7 +14,7 @@ import pytest
 import zmq
 
 import svckit as sk
-from svckit.sources import pending
+from svckit.served import pending
 from svckit.testing import collect, holds, wait_for
 
 logger = logging.getLogger(__name__)

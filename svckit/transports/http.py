@@ -1,8 +1,10 @@
 """HTTP transport: one uvicorn server per port on the runtime loop, with a dispatch table.
 
-The ASGI app answers ``POST /{action}`` through ``Served.handle`` and serves
-``GET /``, ``/health``, ``/status`` and ``/openapi.json``. Several served things may
-share a port; each adds its actions to the table.
+The ASGI app routes ``POST /{action}`` to the request path of the served thing that has
+the action, and serves ``GET /``, ``/health``, ``/status`` and ``/openapi.json``. Several
+served things may share a port; each adds its actions to the table. A stopped one keeps
+its actions while others serve on the port, so its clients get ``ServiceUnavailable``
+(503), not ``UnknownAction``; another served thing may take them over.
 """
 
 from __future__ import annotations
@@ -12,23 +14,38 @@ import contextlib
 import hmac
 import logging
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.responses import Response
 
-from ..errors import PayloadTooLarge, Unauthorized, UnknownAction, WiringError, error_body, status_of
-from ..served import encode
+from ..codec import encode, error_reply
+from ..errors import BadRequest, PayloadTooLarge, Unauthorized, UnknownAction, WiringError
+from ..middleware import Request
+from ..net import ports
+from ..request import RequestPath
+from ..state import State
 
-if TYPE_CHECKING:
-    from ..runtime import Runtime
-    from ..served import Served
-
-__all__ = ["HttpEndpoint"]
+__all__ = ["HttpEndpoint", "Member"]
 
 logger = logging.getLogger(__name__)
 
 _JSON = "application/json"
 _LINKS = {"status": "status", "health": "health", "openapi": "openapi.json"}
+
+
+class Member(Protocol):
+    """What an HTTP endpoint needs of a served thing (``served.Served``)."""
+
+    name: str
+    path: RequestPath
+    node: Any
+
+    @property
+    def actions(self) -> list[str]: ...
+    @property
+    def state(self) -> State: ...
+    def status(self) -> dict[str, Any]: ...
+    def params_for(self, action: str) -> list[Any]: ...
 
 
 def _http_impl() -> str:
@@ -43,25 +60,23 @@ def _json(status: int, body: bytes, headers: dict[str, str] | None = None) -> Re
     return Response(body, status_code=status, media_type=_JSON, headers=headers)
 
 
-def _reply(status: int, body: bytes) -> Response:
-    return Response(body, status_code=status, media_type=_JSON)
-
-
 def _error(exc: BaseException, status: int | None = None, headers: dict[str, str] | None = None) -> Response:
-    return _json(status or status_of(exc), encode({"error": error_body(exc)}), headers)
+    code, body = error_reply(exc)
+    return _json(status or code, body, headers)
 
 
 class HttpEndpoint:
     """A uvicorn server on one bound socket, dispatching actions to served things."""
 
-    def __init__(self, rt: Runtime, sock: socket.socket, host: str) -> None:
+    def __init__(self, rt: Any, sock: socket.socket, host: str) -> None:
         self.runtime = rt
         self.sock = sock
         self.host = host
         self.port: int = sock.getsockname()[1]
-        self.routes: dict[str, Served] = {}
-        self.served: list[Served] = []
+        self.routes: dict[str, Member] = {}
+        self.served: list[Member] = []
         self.server: Any = None
+        self.closed = False
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -93,7 +108,7 @@ class HttpEndpoint:
                 self.sock.close()
                 raise OSError(f"the HTTP server on port {self.port} could not start; see the svckit log")
             await asyncio.sleep(0.002)
-        self.runtime.endpoints[self.key] = self
+        ports(self.runtime)[self.key] = self
 
     async def _serve(self) -> None:
         try:
@@ -103,7 +118,12 @@ class HttpEndpoint:
 
     async def close(self) -> None:
         """Stop accepting, let in-flight requests finish (5 s at most), free the port."""
-        self.runtime.endpoints.pop(self.key, None)
+        self.closed = True
+        table = ports(self.runtime)
+        if table.get(self.key) is self:
+            del table[self.key]
+        self.routes = {}
+        self.served = []
         if self.server is not None:
             self.server.should_exit = True
         if self._task is not None:
@@ -111,12 +131,14 @@ class HttpEndpoint:
                 await asyncio.wait_for(asyncio.shield(self._task), 10)
         self.sock.close()
 
-    def check(self, served: Served, actions: list[str]) -> dict[str, Served]:
-        """The dispatch table with ``served`` serving ``actions``; raises ``WiringError`` on a clash."""
+    # -- the dispatch table (changed from the caller's thread; read on the loop) --------
+    def check(self, served: Member, actions: list[str]) -> dict[str, Member]:
+        """The dispatch table with ``served`` serving ``actions``; raises ``WiringError`` on a
+        clash with a running served thing (a stopped one's actions are taken over)."""
         routes = {a: s for a, s in self.routes.items() if s is not served}
         for action in actions:
             owner = routes.get(action)
-            if owner is not None:
+            if owner is not None and owner.state is not State.STOPPED:
                 raise WiringError(
                     f"Port {self.port} already serves action {action!r} for {owner.name!r}; "
                     "serve under another name or on another port."
@@ -124,18 +146,26 @@ class HttpEndpoint:
             routes[action] = served
         return routes
 
-    def attach(self, served: Served) -> None:
+    def attach(self, served: Member) -> None:
         """Add (or refresh) a served thing's actions in this port's dispatch table."""
-        self.routes = self.check(served, served.actions)
+        routes = self.check(served, served.actions)
+        evicted = {id(s) for s in self.routes.values() if s is not served} - {id(s) for s in routes.values()}
+        self.routes = routes
+        self.served = [s for s in self.served if id(s) not in evicted]
         if served not in self.served:
             self.served.append(served)
 
-    def detach(self, served: Served) -> bool:
-        """Remove a served thing's actions; True when nothing is left on this port."""
+    def park(self, served: Member) -> bool:
+        """``served`` stopped: its actions stay (answered 503) while others serve here. True
+        when nothing running is left on this port (then close it)."""
+        return not any(s is not served and s.state is not State.STOPPED for s in self.served)
+
+    def detach(self, served: Member) -> bool:
+        """Remove a served thing's actions; True when nothing running is left on this port."""
         self.routes = {a: s for a, s in self.routes.items() if s is not served}
         if served in self.served:
             self.served.remove(served)
-        return not self.served
+        return not any(s.state is not State.STOPPED for s in self.served)
 
     # -- the ASGI app ------------------------------------------------------------
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -157,43 +187,43 @@ class HttpEndpoint:
         await response(scope, receive, send)
 
     async def _post(self, action: str, scope: dict[str, Any], receive: Any) -> Response:
+        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+        length = headers.get("content-length")
+        size = int(length) if length is not None and length.isdigit() else 0
+        client = scope.get("client")
+        request = Request(
+            "http",
+            action,
+            None,
+            size=size,
+            headers=headers,
+            peer=f"{client[0]}:{client[1]}" if client else None,
+            request_id=headers.get("x-request-id"),
+            token=_token(headers),
+            read=lambda limit: _read_body(receive, limit),
+        )
         served = self.routes.get(action)
         if served is None:
             known = ", ".join(self.routes) or "none"
-            return _error(UnknownAction(f"No action {action!r} on port {self.port}; actions here: {known}."))
-        if served.token is not None and not self._authorized(scope, served.token):
-            refused = Unauthorized(f"{served.name!r} needs a token: send 'Authorization: Bearer <token>'.")
-            return _reply(*served.reject(refused, "http", action))
-        limit = served.max_body
-        length = _header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            too_large = PayloadTooLarge(f"The request body is {length} bytes; the limit is {limit}.")
-            return _reply(*served.reject(too_large, "http", action, int(length)))
-        chunks = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return Response(status_code=499)
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                too_large = PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
-                return _reply(*served.reject(too_large, "http", action, size))
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return _reply(*await served.handle(action, raw, "http"))
+            unknown = UnknownAction(f"No action {action!r} on port {self.port}; actions here: {known}.")
+            if self.served:  # counted by the first served thing on the port
+                status, body = self.served[0].path.reject(unknown, request)
+            else:
+                status, body = error_reply(unknown, request_id=request.id)
+        else:
+            status, body = await served.path.handle(request)
+        return _json(status, body, {"X-Request-ID": request.id})
 
     def _get(self, action: str, scope: dict[str, Any]) -> Response:
-        prefix = self._prefix(scope)
-        tokens = [s.token for s in self.served if s.token is not None]
-        if action != "health" and tokens and not any(self._authorized(scope, t) for t in tokens):
+        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+        prefix = self._prefix(scope, headers)
+        tokens = [s.path.token for s in self.served if s.path.token is not None]
+        given = _token(headers)
+        if action != "health" and tokens and not any(_same(given, t) for t in tokens):
             # status, the index and the schema tell what is served and its last errors
             return _error(Unauthorized("This port is served with a token: send 'Authorization: Bearer <token>'."))
         if action == "health":
-            bad = [s.name for s in self.served if s.state.value != "running"]
+            bad = [s.name for s in self.served if s.state is not State.RUNNING]
             health = {"status": "ok" if not bad else "unavailable", "not_running": bad}
             return _json(200 if not bad else 503, encode(health))
         if action == "status":
@@ -211,23 +241,40 @@ class HttpEndpoint:
         return _error(UnknownAction(f"Nothing at GET /{action}; try GET /, /status or /openapi.json."))
 
     @staticmethod
-    def _prefix(scope: dict[str, Any]) -> str:
-        forwarded = _header(scope, b"x-forwarded-prefix")
+    def _prefix(scope: dict[str, Any], headers: dict[str, str]) -> str:
+        forwarded = headers.get("x-forwarded-prefix")
         prefix = forwarded if forwarded is not None else scope.get("root_path", "")
         return prefix.rstrip("/")
 
-    @staticmethod
-    def _authorized(scope: dict[str, Any], token: str) -> bool:
-        given = _header(scope, b"authorization") or ""
-        if given.startswith("Bearer "):
-            given = given[7:]
-        else:
-            given = _header(scope, b"x-svckit-token") or ""
-        return hmac.compare_digest(given.encode(), token.encode())
+
+def _token(headers: dict[str, str]) -> str | None:
+    """The credential a request carries: ``Authorization: Bearer <token>`` (the scheme in any
+    case, as RFC 9110 says), or ``X-Svckit-Token``."""
+    given = headers.get("authorization")
+    if given is not None:
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() == "bearer":
+            return value.strip()
+    return headers.get("x-svckit-token")
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
+def _same(given: str | None, token: str) -> bool:
+    return hmac.compare_digest((given or "").encode(), token.encode())
+
+
+async def _read_body(receive: Any, limit: int | None) -> bytes:
+    """The request body, streamed under ``limit`` bytes (``PayloadTooLarge`` past it)."""
+    chunks = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadRequest("The client closed the connection before it sent the whole body.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

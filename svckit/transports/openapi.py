@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..config import is_svckit_class
+
 if TYPE_CHECKING:
-    from ..served import Served
-    from ..service import Params
+    from ..params import Params
 
 __all__ = ["build"]
 
@@ -33,6 +34,7 @@ _ERRORS = {
     "404": "No such action.",
     "413": "The body is too large.",
     "422": "A field is missing or ill-typed (BadMessage).",
+    "429": "Past a throttle's rate (TooManyRequests).",
     "500": "The service raised an error.",
     "503": "The service is failed or stopped.",
     "504": "The service took longer than its timeout.",
@@ -62,17 +64,18 @@ def _doc(node: object) -> str:
     fn = getattr(node, "fn", None)
     if fn is not None:
         return (getattr(fn, "__doc__", None) or "").strip()
-    from ..service import _is_svckit_class
-
     cls = type(node)
-    if _is_svckit_class(cls):
+    if is_svckit_class(cls):
         return ""
     return (cls.__doc__ or "").strip()
 
 
-def build(routes: dict[str, Served], prefix: str = "") -> dict[str, Any]:
-    """OpenAPI 3.1 for the actions in ``routes`` (action → served thing)."""
-    from .. import __version__
+def build(routes: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """OpenAPI 3.1 for the actions in ``routes`` (action → served thing: ``name``, ``node``,
+    ``params_for(action)``)."""
+    from .. import version
+
+    __version__ = version.__version__
 
     components: dict[str, Any] = {"Error": _ERROR}
     paths: dict[str, Any] = {}

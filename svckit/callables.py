@@ -1,0 +1,36 @@
+"""What kind of callable a thing is: the one place svckit tells ``async def`` from ``def``."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+__all__ = ["is_async_callable", "unwrap"]
+
+
+def unwrap(obj: Any) -> Any:
+    """``obj`` without its ``functools.partial`` layers."""
+    while isinstance(obj, functools.partial):
+        obj = obj.func
+    return obj
+
+
+def is_async_callable(obj: Any) -> bool:
+    """True for an ``async def`` function or method, a ``functools.partial`` of one, or an
+    object whose ``__call__`` is ``async def`` (as Starlette's ``is_async_callable``).
+
+    Examples
+    --------
+    >>> import functools
+    >>> async def fetch(url, timeout): ...
+    >>> is_async_callable(functools.partial(fetch, timeout=1))
+    True
+    >>> is_async_callable(len)
+    False
+    """
+    obj = unwrap(obj)
+    if inspect.iscoroutinefunction(obj):
+        return True
+    call = type(obj).__dict__.get("__call__") if not inspect.isroutine(obj) else None
+    return call is not None and inspect.iscoroutinefunction(unwrap(call))
