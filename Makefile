@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)
 	$(BIN)/jupyter lab $(ROOT) notebooks/01-quickstart.ipynb
 
+# ruff, and the import layers contract in pyproject.toml (modules import one way, bottom to top)
 lint: $(STAMP)
 	$(BIN)/ruff check svckit tests benchmarks
 	$(BIN)/ruff format --check svckit tests benchmarks
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

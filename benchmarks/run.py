@@ -27,12 +27,14 @@ import bench_compose
 import bench_dashboard
 import bench_http
 import bench_memory
+import bench_middleware
 import bench_startup
 import bench_zmq
 from common import HERE
 
 SECTIONS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "compose": bench_compose.run,
+    "middleware": bench_middleware.run,
     "startup": bench_startup.run,
     "http": bench_http.run,
     "zmq": bench_zmq.run,
@@ -61,6 +63,8 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("compose_1", "compose", "flow(...) overhead, 1 stage"),
     ("compose_5", "compose", "flow(...) overhead, 5 stages"),
     ("compose_20", "compose", "flow(...) overhead, 20 stages"),
+    ("middleware_flow", "middleware", "empty def middleware in a flow, per call"),
+    ("middleware_served", "middleware", "empty async def middleware served, per request"),
     ("dashboard", "dashboard", "HTTP with dashboard attached vs without"),
     ("memory", "memory", "RSS growth, 10k -> 1M messages"),
     ("startup_serve", "startup", "sk.serve -> first response (cold)"),
@@ -124,6 +128,27 @@ def _compose(n: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
             ratio,
             "<= 300 ns and <= 0.2x service-flow",
             met,
+        )
+
+    return build
+
+
+def _middleware(key: str, target: float | None) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """ns an empty middleware adds per call: with it against without, paired within each round."""
+
+    def build(res: dict[str, Any]) -> dict[str, Any]:
+        r = res[key]
+        added = r["added_ns_per_call"]
+        goal = f"<= {target:.0f} ns added" if target is not None else ""
+        if "added_ns_quartiles" in r:
+            lo, hi = r["added_ns_quartiles"]
+            goal += f" (rounds IQR {lo:+.0f}..{hi:+.0f} ns, n={r['rounds']})"
+        return _row(
+            f"+{added:.0f} ns/call ({r['with_ns_per_call']:.0f} total)",
+            f"no middleware {r['without_ns_per_call']:.0f} ns/call",
+            r["ratio"],
+            goal,
+            None if target is None else added <= target,
         )
 
     return build
@@ -200,6 +225,8 @@ ROW_BUILDERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "compose_1": _compose("1"),
     "compose_5": _compose("5"),
     "compose_20": _compose("20"),
+    "middleware_flow": _middleware("flow", None),
+    "middleware_served": _middleware("served", 1000),
     "dashboard": _dashboard,
     "memory": lambda r: _row(
         f"{r['growth_mb']:+.1f} MB ({r['rss_after_baseline_mb']:.0f} -> {r['rss_after_all_mb']:.0f} MB)",

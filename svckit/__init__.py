@@ -32,6 +32,7 @@ from .served import Served, State, serve
 from .service import Service, handle, service
 from .sinks import Post, Publish, Push, Table, post, publish, push, table, tables
 from .sources import Every, Pull, Subscribe, every, pull, subscribe
+from .version import __version__ as __version__
 
 __all__ = [
     "BadMessage",
@@ -93,5 +94,3 @@ __all__ = [
     "tables",
     "throttle",
 ]
-
-from .version import __version__  # noqa: E402

@@ -6,7 +6,10 @@ stays a ``BadMessage``); errors of other types arrive as ``RemoteError``.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -143,7 +146,11 @@ class ZmqClient:
     timeout
         Seconds to wait for each reply (``ServiceTimeout`` after that).
     token
-        Sent as a third frame when the served thing needs one.
+        Sent as the frame after the JSON when the served thing needs one.
+    connect_timeout
+        Seconds to wait for a connection before ``ServiceUnavailable`` (nothing listens there).
+
+    Each call sends a request id as its last frame (``last_request_id`` after the call).
 
     Examples
     --------
@@ -161,7 +168,9 @@ class ZmqClient:
     >>> client.close(); srv.stop()
     """
 
-    def __init__(self, addr: str, *, timeout: float = 30.0, token: str | None = None) -> None:
+    def __init__(
+        self, addr: str, *, timeout: float = 30.0, token: str | None = None, connect_timeout: float = 2.0
+    ) -> None:
         import threading
 
         import zmq
@@ -171,6 +180,8 @@ class ZmqClient:
         self.addr = addr
         self.timeout = timeout
         self.token = token
+        self.connect_timeout = connect_timeout
+        self.last_request_id: str | None = None
         self._context: Any = zmq.Context.instance()
         self._sock: Any = None
         self._lock = threading.Lock()
@@ -181,6 +192,7 @@ class ZmqClient:
         if self._sock is None:
             sock = self._context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only to a peer that is there: a dead address shows
             sock.connect(self.addr)
             self._sock = sock
         return self._sock
@@ -191,18 +203,25 @@ class ZmqClient:
         """Send ``[action, json]``; return the reply, or raise the remote error."""
         import zmq
 
+        rid = f"{os.getpid():x}-{next(_ids):x}"
         frames = [b"", action.encode(), json.dumps(payload(data, fields)).encode()]
         if self.token is not None:
             frames.append(self.token.encode())
+        frames.append(rid.encode())
         wait = self.timeout if timeout is None else timeout
         with self._lock:
             sock = self._socket()
+            if not sock.poll(int(self.connect_timeout * 1000), zmq.POLLOUT):
+                self._drop_socket()
+                raise ServiceUnavailable(
+                    f"Nothing answers at {self.addr}: no connection within {self.connect_timeout} s. "
+                    "Is it served (and not stopped)?"
+                )
             sock.send_multipart(frames)
-            if not sock.poll(int(wait * 1000), zmq.POLLIN):
-                sock.close(linger=0)  # a late reply must not answer the next call
-                self._sock = None
-                raise ServiceTimeout(f"No reply from {self.addr} to {action!r} within {wait} s.")
-            reply = sock.recv_multipart()
+            reply = self._wait(sock, action, wait)
+        self.last_request_id = rid
+        if len(reply) >= 4 and reply[-1] == rid.encode():
+            reply = reply[:-1]
         status, body = (reply[-2], reply[-1]) if len(reply) >= 2 else (b"error", b"")
         try:
             decoded = json.loads(body)
@@ -213,6 +232,35 @@ class ZmqClient:
         if isinstance(decoded, dict) and isinstance(decoded.get("error"), dict):
             raise from_body(decoded["error"])
         raise from_body({"type": "ZMQError", "message": f"unreadable reply from {self.addr}: {reply!r:.200}"})
+
+    def _wait(self, sock: Any, action: str, wait: float) -> list[bytes]:
+        """The reply; ``ServiceUnavailable`` when the connection is gone for ``connect_timeout``
+        (the server stopped), ``ServiceTimeout`` after ``wait`` seconds."""
+        import zmq
+
+        deadline = time.monotonic() + wait
+        gone_since: float | None = None
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._drop_socket()  # a late reply must not answer the next call
+                raise ServiceTimeout(f"No reply from {self.addr} to {action!r} within {wait} s.")
+            if sock.poll(int(min(left, 0.1) * 1000) + 1, zmq.POLLIN):
+                return sock.recv_multipart()  # type: ignore[no-any-return]
+            connected = bool(sock.get(zmq.EVENTS) & zmq.POLLOUT)
+            now = time.monotonic()
+            gone_since = None if connected else (gone_since or now)
+            if gone_since is not None and now - gone_since >= self.connect_timeout:
+                self._drop_socket()
+                raise ServiceUnavailable(
+                    f"{self.addr} went away while {action!r} waited for its reply "
+                    f"(no connection for {self.connect_timeout} s)."
+                )
+
+    def _drop_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
 
     def __getattr__(self, action: str) -> Callable[..., dict[str, Any]]:
         if action.startswith("_"):
@@ -253,6 +301,9 @@ class ZmqClient:
 
     def __repr__(self) -> str:
         return f"ZmqClient({self.addr!r})"
+
+
+_ids = itertools.count(1)
 
 
 class Subscription:

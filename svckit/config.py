@@ -93,5 +93,3 @@ def validate_config(cls: type[Any], config: dict[str, Any]) -> dict[str, Any]:
         shown = "" if got is MISSING else f" (got {short(got)})"
         raise ConfigError(f"{cls.__name__} config {key!r}: {err['msg']}{shown}.") from None
     return {k: getattr(obj, k) for k in fields}
-
-

@@ -20,7 +20,6 @@ from .logs import LogLine, log_buffer
 from .runtime import current
 from .served import Served, registry
 
-
 __all__ = ["Dashboard", "dashboard"]
 
 logger = logging.getLogger(__name__)

@@ -24,7 +24,8 @@ class Node(Protocol):
     def children(self) -> tuple[str, list[tuple[str, Any]]]: ...
     def leaves(self) -> Any: ...
 
-__all__ = ["svg", "html"]
+
+__all__ = ["Picture", "html", "svg"]
 
 _H = 46  # leaf box height
 _GAP = 28  # horizontal gap between boxes (room for an arrow)
@@ -175,3 +176,18 @@ def svg(node: Node, counts: bool | None = None) -> str:
 def html(node: Node, counts: bool | None = None) -> str:
     """``svg`` wrapped for notebook display."""
     return f'<div class="svckit-flow-picture">{svg(node, counts)}</div>'
+
+
+class Picture:
+    """A drawing that shows itself in a notebook (``Served.picture()``); its text form is short."""
+
+    def __init__(self, node: Node, counts: bool | None = None, title: str | None = None) -> None:
+        self.node = node
+        self.counts = counts
+        self.title = title or node.name
+
+    def _repr_html_(self) -> str:
+        return html(self.node, self.counts)
+
+    def __repr__(self) -> str:
+        return f"<Picture of {self.title}>"

@@ -137,7 +137,7 @@ class Flow(Service):
         except StopFlow:
             pass
         except Exception as exc:
-            raise trimmed(exc)  # noqa: B904 - the same exception, with the user's frames only
+            raise trimmed(exc)
         return fields
 
     async def arun(self, msg: dict[str, Any], rt: Any) -> None:
@@ -353,8 +353,8 @@ class Parallel(Service):
     @staticmethod
     def _merge(msg: dict[str, Any], copies: list[dict[str, Any]]) -> None:
         before = dict(msg)
-        for copy in copies:
-            for key, value in copy.items():
+        for branch_msg in copies:
+            for key, value in branch_msg.items():
                 if key not in before or before[key] is not value:
                     msg[key] = value
 

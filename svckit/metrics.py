@@ -11,7 +11,7 @@ import time
 from collections import deque
 from typing import Any
 
-from .logs import LogBuffer, log_buffer  # where they lived first; runtime.py imports log_buffer from here
+from .logs import LogBuffer, log_buffer  # where they lived first
 
 __all__ = ["TRAFFIC_COLUMNS", "LogBuffer", "Metrics", "log_buffer"]
 

@@ -209,6 +209,7 @@ class Wrapped(Service):
         self._actions = {}
         self.is_async = mw.is_async or (inner is not None and inner.is_async)
         self.concurrent = mw.is_async or (inner is not None and inner.concurrent)
+        self._calls: dict[int, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {}
 
     def run(self, msg: dict[str, Any]) -> None:
         __tracebackhide__ = True
@@ -232,23 +233,37 @@ class Wrapped(Service):
         _applied(msg, result, mw.output)
 
     async def arun(self, msg: dict[str, Any], rt: Any) -> None:
-        mw, inner = self.mw, self.inner
+        mw = self.mw
         if not mw.is_async:
             await rt.blocking(self.run, msg)  # it may call `call` there: the rest runs in that thread
             return
-
-        async def call(message: dict[str, Any]) -> dict[str, Any]:
-            if inner is not None:
-                await inner.arun(message, rt)
-            return message
-
+        call = self._calls.get(id(rt))
+        if call is None:
+            call = self._calls[id(rt)] = self._make_call(rt)  # once per runtime, not per message
         mw.calls += 1
         try:
             result = await mw.fn(call, msg)
         except Exception as exc:
             _count_failure(mw, exc)
             raise
-        _applied(msg, result, mw.output)
+        if result is not None and result is not msg:
+            merge(msg, result, mw.output)
+
+    def _make_call(self, rt: Any) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
+        inner = self.inner
+        if inner is None:
+
+            async def nothing(message: dict[str, Any]) -> dict[str, Any]:
+                return message
+
+            return nothing
+        arun = inner.arun
+
+        async def call(message: dict[str, Any]) -> dict[str, Any]:
+            await arun(message, rt)
+            return message
+
+        return call
 
     def leaves(self) -> Iterator[Service]:
         yield self.mw
@@ -285,7 +300,7 @@ def around(mw: Middleware, inner: RequestCall, rt: Any) -> RequestCall:
     def blocking(request: Request) -> Any:
         # On a worker thread: `call` waits for the rest of the path on the loop.
         def call(req: Request) -> dict[str, Any]:
-            return asyncio.run_coroutine_threadsafe(inner(req), loop).result()
+            return asyncio.run_coroutine_threadsafe(_coroutine(inner, req), loop).result()
 
         return fn(call, request)
 
@@ -299,6 +314,10 @@ def around(mw: Middleware, inner: RequestCall, rt: Any) -> RequestCall:
         return _reply_of(result, request, inner)
 
     return wrapped_sync
+
+
+async def _coroutine(inner: RequestCall, request: Request) -> dict[str, Any]:
+    return await inner(request)
 
 
 def _reply_of(result: Any, request: Request, inner: RequestCall) -> dict[str, Any]:
@@ -319,7 +338,7 @@ def token_check(owner: str, token: str) -> Middleware:
     """svckit's token check: a request (not a pipeline message) must carry ``token``."""
     expected = token.encode()
 
-    async def token(call: RequestCall, request: Request) -> dict[str, Any]:
+    async def check_token(call: RequestCall, request: Request) -> dict[str, Any]:
         if request.replies:
             given = request.token
             given_bytes = given.encode() if isinstance(given, str) else (given or b"")
@@ -331,7 +350,7 @@ def token_check(owner: str, token: str) -> Middleware:
                 )
         return await call(request)
 
-    return _request_middleware(token, "token")
+    return _request_middleware(check_token, "token")
 
 
 def body_limit(limit: int) -> Middleware:
@@ -421,9 +440,7 @@ def throttle(per_second: float, burst: int | None = None) -> Throttle:
     return Throttle(per_second, burst)
 
 
-def middleware(
-    fn: Callable[..., Any] | None = None, /, *, scope: str = "message", name: str | None = None
-) -> Any:
+def middleware(fn: Callable[..., Any] | None = None, /, *, scope: str = "message", name: str | None = None) -> Any:
     """Make middleware of a function ``fn(call, msg)``: ``@sk.middleware`` or ``@sk.middleware(scope="request")``.
 
     In a flow (``timed >> parse >> count``) it wraps every stage after it; in

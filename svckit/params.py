@@ -12,6 +12,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .callables import unwrap
 from .errors import BadMessage, WiringError
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ class Params:
         except (TypeError, ValueError) as exc:
             raise WiringError(f"Service {service!r}: cannot read the signature of {fn!r}: {exc}") from exc
         try:
-            hints = typing.get_type_hints(fn)
+            hints = typing.get_type_hints(unwrap(fn))  # a partial's hints are its function's
         except Exception as exc:  # a forward reference that cannot be resolved
             raise WiringError(
                 f"Service {service!r}: cannot resolve the type hints of its parameters ({exc}). "

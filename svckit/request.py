@@ -4,8 +4,9 @@ HTTP, ZMQ and pipeline messages all come here as a ``Request``. ``RequestPath.ha
 the one place a request becomes a reply, in one order for all of them:
 
 1. counted as received (a traffic row ``in``, with its request id);
-2. the request-scope middleware chain: svckit's token check (requests only), body limit and
-   request log, then the user's ``scope="request"`` middleware, then ``sk.throttle``s;
+2. the request-scope middleware chain: svckit's request log, token check (requests only) and
+   body limit, then the ``scope="request"`` middleware and ``sk.throttle``s given to
+   ``sk.serve``, in the order given;
 3. refused with ``ServiceUnavailable`` unless the served thing is running;
 4. the body read (HTTP streams it under the limit) and decoded: strict JSON, an object;
 5. the action's node run under the served timeout: the served flow wrapped in the

@@ -234,5 +234,3 @@ def trimmed(exc: BaseException) -> BaseException:
     for here, after in zip(kept, [*kept[1:], None], strict=True):
         here.tb_next = after
     return exc.with_traceback(kept[0] if kept else None)
-
-

@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 from html import escape
 from typing import Any, ClassVar
 
-from .display import html
-from .errors import PortInUse, StateError, WiringError
+from .callables import is_async_callable
+from .display import Picture
+from .errors import StateError, WiringError
 from .logs import watch_stages
 from .metrics import Metrics
 from .middleware import Middleware, body_limit, request_log, token_check
@@ -247,9 +248,10 @@ class Served:
         pipe = self._pipeline
         return pipe.pending() if pipe is not None else 0
 
-    def picture(self) -> str:
-        """The picture of what it serves, with each stage's counts in this served thing (HTML)."""
-        return html(self.bound if self.bound is not None else self.node, counts=True)
+    def picture(self) -> Picture:
+        """The picture of what it serves, with the counts of each stage in this served thing
+        (serving runs a copy of the flow: the flow you composed keeps its own counts)."""
+        return Picture(self.bound if self.bound is not None else self.node, counts=True, title=self.name)
 
     def __repr__(self) -> str:
         return f"<Served {self.name}: {self.state.value}>"
@@ -523,7 +525,10 @@ class Served:
                     await leaf.close()
                 try:
                     hook = leaf.teardown
-                    await (hook() if _is_async(hook) else rt.blocking(hook))
+                    if is_async_callable(hook):
+                        await hook()  # type: ignore[func-returns-value,misc]
+                    else:
+                        await rt.blocking(hook)
                 except Exception:
                     logger.exception("teardown of %r failed", leaf.name)
 
@@ -564,12 +569,6 @@ class Served:
 def pending(served: Served) -> int:
     """Messages a served pipeline has taken in but not finished: queued or being handled."""
     return served._pending()
-
-
-def _is_async(fn: Any) -> bool:
-    from .callables import is_async_callable
-
-    return is_async_callable(fn)
 
 
 def serve(

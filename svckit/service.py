@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import typing
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
+from typing import Any, ClassVar, TypeVar, overload
 
 from .callables import is_async_callable
 from .config import config_fields, validate_config
@@ -24,9 +24,6 @@ from .errors import BadMessage, ConfigError, ControlFlow, Retry, StateError, Sto
 from .params import Params, check_name, merge, snake
 from .running import Binder, aretrying, cell_ready, note_origin, retrying, set_up_in_cell, trimmed
 from .runtime import run_here
-
-if TYPE_CHECKING:
-    from .flow import Flow
 
 __all__ = ["Action", "FunctionService", "Service", "handle", "lift", "service"]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -176,7 +173,7 @@ class Service:
         except StopFlow:
             pass
         except Exception as exc:
-            raise trimmed(exc)  # noqa: B904 - the same exception, with the user's frames only
+            raise trimmed(exc)
         return message
 
     @property
@@ -212,11 +209,8 @@ class Service:
         """svckit's own serving hook: release what ``open`` took (on the runtime loop)."""
 
     # -- binding -----------------------------------------------------------------
-    def bind(self, binder: Binder) -> Service:
-        """The copy serving runs (see ``Binder``); the user's object is left as it is."""
-        return binder.bind(self)
-
     def _bound_copy(self, binder: Binder) -> Service:
+        """The copy serving runs (``Binder.bind`` asks for it); the user's object is left as it is."""
         clone = copy.copy(self)
         clone.calls = 0
         clone.failures = 0
@@ -260,15 +254,15 @@ class Service:
 
     # -- composition -----------------------------------------------------------
     #: ``Flow.chain``, set by ``flow.py``: this module knows no flows.
-    _chain: ClassVar[Callable[[Service, Service], Flow] | None] = None
+    _chain: ClassVar[Callable[[Service, Service], Service] | None] = None
 
-    def __rshift__(self, other: Any) -> Flow:
+    def __rshift__(self, other: Any) -> Service:
         right = lift(other, strict=False)
         if right is None or Service._chain is None:
             return NotImplemented
         return Service._chain(self, right)
 
-    def __rrshift__(self, other: Any) -> Flow:
+    def __rrshift__(self, other: Any) -> Service:
         left = lift(other, strict=False)
         if left is None or Service._chain is None:
             return NotImplemented
@@ -311,7 +305,7 @@ class FunctionService(Service):
         assert self._params is not None
         fast = None if self.is_async else self._params.compile(self.fn, self)
         if fast is not None:
-            self.run = fast  # type: ignore[method-assign]
+            self.run = fast  # type: ignore[method-assign,assignment]
 
     def _bound(self, binder: Binder) -> None:
         self._compile()  # the copied fast path would count on the original

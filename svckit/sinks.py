@@ -303,14 +303,14 @@ class Push(_ZmqSink):
         self._outbox.clear()
         self._flushing = False
 
-    async def _close(self) -> None:
+    async def close(self) -> None:
         if self._outbox and self._sock is not None:
             self._flush()  # what is still queued goes out before the socket closes (best effort)
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
             waiter.cancel()
         self._room.set()
-        await super()._close()
+        await super().close()
 
     async def arun(self, msg: dict[str, Any], rt: Any) -> None:
         if self._sock is None:

@@ -48,49 +48,49 @@ from svckit.testing import wait_for"""),
         return {"start": self.start, "drift": self.drift, "unit": self.unit, "interval": self.interval}'''),
     md("""Configuration is validated like a message: an unknown key or a value of the wrong type is
 a clear `sk.ConfigError` at once, not a surprise later."""),
-    code('''sensor = Sensor(drift=0.5)
-sensor'''),
-    code('''for bad in ({"drift": "fast"}, {"drfit": 1.0}):
+    code("""sensor = Sensor(drift=0.5)
+sensor"""),
+    code("""for bad in ({"drift": "fast"}, {"drfit": 1.0}):
     try:
         Sensor(**bad)
     except sk.ConfigError as error:
-        print(error)'''),
+        print(error)"""),
     md("""## Serve it over HTTP and ZeroMQ at once
 
 Port `0` picks a free port. Both transports share one set of counters."""),
-    code('''srv = sk.serve(sensor, name="sensor", http=0, zmq=0)
-srv.actions'''),
+    code("""srv = sk.serve(sensor, name="sensor", http=0, zmq=0)
+srv.actions"""),
     md("""The loop started when it was served. Wait for three readings, then look at them:"""),
-    code('''wait_for(lambda: len(srv.outputs) >= 3)
-srv.outputs.head(3)'''),
+    code("""wait_for(lambda: len(srv.outputs) >= 3)
+srv.outputs.head(3)"""),
     md("""Call its actions with the HTTP client, and the same actions with the ZeroMQ client:"""),
-    code('''http = sk.Client(srv.url)
-http.config()'''),
-    code('''zmq = sk.ZmqClient(srv.zmq_url)
-zmq.call("reset", to=-5.0)'''),
+    code("""http = sk.Client(srv.url)
+http.config()"""),
+    code("""zmq = sk.ZmqClient(srv.zmq_url)
+zmq.call("reset", to=-5.0)"""),
     md("""Errors come back the same way over both transports, as the same exception class:"""),
-    code('''for client in (http, zmq):
+    code("""for client in (http, zmq):
     try:
         client.call("reset", to="cold")
     except sk.BadMessage as error:
-        print(type(client).__name__, "->", error.field, ":", error)'''),
+        print(type(client).__name__, "->", error.field, ":", error)"""),
     md("""## Replace it: serve again under the same name
 
 Change the configuration and run the same `sk.serve` call again, as re-running its cell
 would (here in a new cell, so the notebook keeps both steps): the new instance takes over
 on the **same ports**, and the clients keep working without reconnecting."""),
-    code('''url, zmq_url = srv.url, srv.zmq_url
+    code("""url, zmq_url = srv.url, srv.zmq_url
 srv = sk.serve(Sensor(drift=-1.0, unit="K", start=300.0), name="sensor", http=0, zmq=0)
 print("same ports:", srv.url == url and srv.zmq_url == zmq_url)
-http.config()'''),
+http.config()"""),
     code('zmq.call("config")'),
     md("""## Stop
 
 `srv.stop()` stops the loop, runs `teardown()` and frees both ports."""),
-    code('''zmq.close()
+    code("""zmq.close()
 http.close()
 srv.stop()
-srv'''),
+srv"""),
     md("""Next: `05-testing.ipynb` shows how to test services like these."""),
 ]
 cells[-2].metadata["tags"] = ["teardown"]

@@ -20,7 +20,7 @@ serve it, call it over HTTP, replace it by re-running a cell, and stop it."""),
 A service is a function decorated with `@sk.service`. Its parameters are read **by name**
 from the incoming message (a `dict`) and checked against the type hints. What it returns
 is merged into the message."""),
-    code('''@sk.service
+    code("""@sk.service
 def parse(text: str) -> dict:
     return {"words": text.split()}
 
@@ -30,7 +30,7 @@ def count(words: list[str]) -> dict:
     return {"n": len(words)}
 
 
-parse'''),
+parse"""),
     code('parse(text="hello notebook")'),
     md("""## 2. Flows
 
@@ -40,10 +40,10 @@ itself a service, and calling it runs it right here, synchronously."""),
     code('flow(text="a b c")'),
     md("""Bad input is a clear error that names the field and the service, not a stack of
 pydantic internals:"""),
-    code('''try:
+    code("""try:
     flow(txt="oops")
 except sk.BadMessage as error:
-    print(error)'''),
+    print(error)"""),
     md("""## 3. Serve it
 
 `sk.serve` returns at once: the flow now answers `POST /wordcount` over HTTP, and the same
@@ -58,38 +58,38 @@ browser cannot reach. The Jupyter server there runs jupyter-server-proxy, and
 server with a base URL of its own). The HTML view you get when a cell ends with `srv` shows
 that link beside the local URL. Outside a hub, `srv.proxy_url` is `None`; this is what both
 look like under a hub prefix:"""),
-    code('''import os
+    code("""import os
 from unittest import mock
 
 with mock.patch.dict(os.environ, {"SVCKIT_PROXY_PREFIX": "/user/you/"}):
     print(srv.proxy_url)
-    display(srv)'''),
+    display(srv)"""),
     md("""Any HTTP client can call it; `sk.Client` is the convenient one. Attribute access
 calls the action of that name."""),
-    code('''client = sk.Client(srv.url)
-client.call("wordcount", text="a b")'''),
+    code("""client = sk.Client(srv.url)
+client.call("wordcount", text="a b")"""),
     code('client.wordcount(text="the quick brown fox")'),
     md("""Over ZeroMQ, `sk.ZmqClient` works the same way (any ZeroMQ client can call it: the
 request is the frames `[action, json]`)."""),
     code('sk.ZmqClient(srv.zmq_url).wordcount(text="over zero m q")'),
     md("""Errors travel too: a bad message is answered with HTTP 422 and a JSON body, and the
 client raises the same `sk.BadMessage` here."""),
-    code('''try:
+    code("""try:
     client.wordcount(text=42)
 except sk.BadMessage as error:
-    print(type(error).__name__, "on field", repr(error.field), "of service", repr(error.service))'''),
+    print(type(error).__name__, "on field", repr(error.field), "of service", repr(error.service))"""),
     md("""## 4. Change it and re-run
 
 Serving again under the same name **replaces** the flow in place: same port, same
 handle, and requests in flight finish on the old one. Re-running a cell is how you
 iterate."""),
-    code('''@sk.service
+    code("""@sk.service
 def longest(words: list[str]) -> str:
     return max(words, key=len) if words else ""
 
 
 srv = sk.serve(parse >> count >> longest, name="wordcount", http=0, zmq=0)
-client.wordcount(text="a flow grows")'''),
+client.wordcount(text="a flow grows")"""),
     md("""## 5. Watch it
 
 `srv.dashboard()` shows it live: state, counters, errors, traffic, outputs and a picture of
@@ -98,15 +98,15 @@ the flow. It keeps updating in the background while you run other cells (more in
     code("srv.dashboard()"),
     md("""The same facts are in Python: `srv.status()` has the counters, and `srv.outputs` is a
 pandas DataFrame of the recent messages that came out of the flow."""),
-    code('''status = srv.status()
-{key: status[key] for key in ("state", "received", "replied", "errors")}'''),
+    code("""status = srv.status()
+{key: status[key] for key in ("state", "received", "replied", "errors")}"""),
     code('srv.outputs[["text", "n"]]'),
     md("""## 6. Stop
 
 `srv.stop()` frees the port at once; `sk.shutdown()` stops the runtime and everything
 it serves (it also runs by itself when the kernel exits)."""),
-    code('''srv.stop()
-srv'''),
+    code("""srv.stop()
+srv"""),
     code("sk.shutdown()"),
     md("""Next: `02-zmq-pipeline.ipynb` streams messages over ZeroMQ."""),
 ]

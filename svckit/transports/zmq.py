@@ -177,7 +177,9 @@ class ZmqEndpoint:
                 f"got {len(body)} frames after the delimiter."
             )
         elif action not in path.gen.nodes:
-            problem = UnknownAction(f"No action {action!r} here; actions: {', '.join(served.actions)}.", service=served.name)
+            problem = UnknownAction(
+                f"No action {action!r} here; actions: {', '.join(served.actions)}.", service=served.name
+            )
         if problem is not None:
             _, reply = path.reject(problem, request)
             self._send([*envelope, ERROR, reply, *echo])
