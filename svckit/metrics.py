@@ -11,6 +11,7 @@ import time
 from collections import deque
 from typing import Any
 
+from .ids import format_request_id
 from .logs import LogBuffer, log_buffer  # where they lived first
 
 __all__ = ["TRAFFIC_COLUMNS", "LogBuffer", "Metrics", "log_buffer"]
@@ -49,7 +50,9 @@ class Metrics:
             self.outputs = deque(self.outputs.copy(), maxlen=keep)
             self.traffic = deque(self.traffic.copy(), maxlen=keep)
 
-    def received_one(self, endpoint: str, action: str, size: int, now: float, request_id: str | None = None) -> None:
+    def received_one(
+        self, endpoint: str, action: str, size: int, now: float, request_id: str | int | None = None
+    ) -> None:
         self.received += 1
         self.by_action[action] = self.by_action.get(action, 0) + 1
         self.traffic.append((now, endpoint, "in", action, size, None, None, request_id))
@@ -68,7 +71,7 @@ class Metrics:
         started: float,
         now: float,
         status: int,
-        request_id: str | None = None,
+        request_id: str | int | None = None,
     ) -> None:
         self.replied += 1
         self.traffic.append((now, endpoint, "out", action, size, (now - started) * 1000.0, status, request_id))
@@ -130,4 +133,5 @@ class Metrics:
             rows = rows[-last:]
         frame = pd.DataFrame.from_records(rows, columns=list(TRAFFIC_COLUMNS))
         frame["time"] = pd.to_datetime(frame["time"], unit="s")
+        frame["request_id"] = frame["request_id"].map(format_request_id)
         return frame

@@ -15,15 +15,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import inspect
-import itertools
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from .callables import is_async_callable
 from .errors import PayloadTooLarge, TooManyRequests, Unauthorized, WiringError
+from .ids import accepted_id, format_request_id, next_number
 from .params import check_name, merge
 from .running import note_origin, origin_of
 from .runtime import run_here
@@ -47,21 +46,10 @@ requests_log = logging.getLogger("svckit.requests")
 
 _SCOPES = ("message", "request")
 
-# Request ids: a random prefix per process and a counter (a uuid4 costs ~2 us a request).
-_PREFIX = os.urandom(4).hex()
-_NEXT = itertools.count(1).__next__
-
 
 def new_request_id() -> str:
     """A request id unique to this process and run: ``<8 hex>-<counter in hex>``."""
-    return f"{_PREFIX}-{_NEXT():x}"
-
-
-def _good_id(value: str | None) -> str | None:
-    """A request id a client sent, if it is a short printable token (else one is made)."""
-    if value and len(value) <= 128 and value.isprintable() and value.isascii() and " " not in value:
-        return value
-    return None
+    return str(format_request_id(next_number()))
 
 
 class Request:
@@ -74,7 +62,20 @@ class Request:
     ``id`` the request id; ``token`` the credential it carries, if any.
     """
 
-    __slots__ = ("_read", "action", "body", "ended", "headers", "id", "limit", "peer", "size", "token", "transport")
+    __slots__ = (
+        "_id",
+        "_read",
+        "action",
+        "body",
+        "ended",
+        "headers",
+        "limit",
+        "number",
+        "peer",
+        "size",
+        "token",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -95,11 +96,24 @@ class Request:
         self.size = size if size is not None else len(body or b"")
         self.headers: Mapping[str, str] = headers if headers is not None else {}
         self.peer = peer
-        self.id = _good_id(request_id) or new_request_id()
+        self._id = accepted_id(request_id)
+        self.number = next_number()  # the id is made from it only when someone reads it
         self.token = token
         self.limit: int | None = None  # set by the body limit: what reading may take at most
         self.ended = False  # set by the request path: the message came out of the end of the flow
         self._read = read
+
+    @property
+    def id(self) -> str:
+        """The request id: the one the client sent, else ``<8 hex>-<counter in hex>``."""
+        if self._id is None:
+            self._id = str(format_request_id(self.number))
+        return self._id
+
+    @property
+    def trace_id(self) -> str | int:
+        """The id as a traffic row keeps it: the number until the id is read (``metrics`` formats it)."""
+        return self._id if self._id is not None else self.number
 
     @property
     def replies(self) -> bool:
@@ -133,6 +147,8 @@ class Middleware(Service):
     """
 
     role: ClassVar[str] = "middleware"
+    #: For a check that only looks at a request before calling on: the check itself.
+    before: Callable[[Request], None] | None = None
 
     def __init__(self, fn: Callable[..., Any], *, scope: str = "message", name: str | None = None) -> None:
         if scope not in _SCOPES:
@@ -330,15 +346,26 @@ def _reply_of(result: Any, request: Request, inner: RequestCall) -> dict[str, An
     return {"result": result}
 
 
-def _request_middleware(fn: Callable[[RequestCall, Request], Awaitable[dict[str, Any]]], name: str) -> Middleware:
-    return Middleware(fn, scope="request", name=name)
+def _own_check(check: Callable[[Request], None], name: str) -> Middleware:
+    """svckit's own request-scope middleware that only looks before it calls on: ``check``
+    raises to refuse. The request path runs such checks one after another, without a
+    coroutine each (``before``); composed by hand, the middleware does the same."""
+
+    async def checked(call: RequestCall, request: Request) -> dict[str, Any]:
+        check(request)
+        return await call(request)
+
+    checked.__name__ = name
+    mw = Middleware(checked, scope="request", name=name)
+    mw.before = check
+    return mw
 
 
 def token_check(owner: str, token: str) -> Middleware:
     """svckit's token check: a request (not a pipeline message) must carry ``token``."""
     expected = token.encode()
 
-    async def check_token(call: RequestCall, request: Request) -> dict[str, Any]:
+    def check_token(request: Request) -> None:
         if request.replies:
             given = request.token
             given_bytes = given.encode() if isinstance(given, str) else (given or b"")
@@ -348,29 +375,27 @@ def token_check(owner: str, token: str) -> Middleware:
                     "or the token as the frame after the JSON over ZMQ.",
                     service=owner,
                 )
-        return await call(request)
 
-    return _request_middleware(check_token, "token")
+    return _own_check(check_token, "token")
 
 
 def body_limit(limit: int) -> Middleware:
     """svckit's body limit: refuse a body over ``limit`` bytes before reading it (413)."""
 
-    async def limit_body(call: RequestCall, request: Request) -> dict[str, Any]:
+    def limit_body(request: Request) -> None:
         if request.size > limit:
             raise PayloadTooLarge(f"The request body is {request.size} bytes; the limit is {limit}.")
         request.limit = limit
-        return await call(request)
 
-    return _request_middleware(limit_body, "body_limit")
+    return _own_check(limit_body, "body_limit")
 
 
 def request_log(owner: str) -> Middleware:
-    """svckit's request log: one ``svckit.requests`` DEBUG line per request (id, action, ms)."""
+    """svckit's request log: one ``svckit.requests`` DEBUG line per request (id, transport,
+    action, ms). Serving puts it first in the chain when that logger logs DEBUG at the time
+    of ``sk.serve``; otherwise it costs nothing."""
 
     async def log_requests(call: RequestCall, request: Request) -> dict[str, Any]:
-        if not requests_log.isEnabledFor(logging.DEBUG):
-            return await call(request)
         start = time.perf_counter()
         try:
             return await call(request)
@@ -385,7 +410,7 @@ def request_log(owner: str) -> Middleware:
                 extra={"svckit_service": owner},
             )
 
-    return _request_middleware(log_requests, "request_log")
+    return Middleware(log_requests, scope="request", name="request_log")
 
 
 class Throttle(Middleware):

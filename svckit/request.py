@@ -4,9 +4,10 @@ HTTP, ZMQ and pipeline messages all come here as a ``Request``. ``RequestPath.ha
 the one place a request becomes a reply, in one order for all of them:
 
 1. counted as received (a traffic row ``in``, with its request id);
-2. the request-scope middleware chain: svckit's request log, token check (requests only) and
-   body limit, then the ``scope="request"`` middleware and ``sk.throttle``s given to
-   ``sk.serve``, in the order given;
+2. the request-scope middleware chain: svckit's request log (when ``svckit.requests`` logs
+   DEBUG), token check (requests only) and body limit, then the ``scope="request"``
+   middleware and ``sk.throttle``s given to ``sk.serve``, in the order given (checks that
+   only look before calling on run as plain calls, without a coroutine each);
 3. refused with ``ServiceUnavailable`` unless the served thing is running;
 4. the body read (HTTP streams it under the limit) and decoded: strict JSON, an object;
 5. the action's node run under the served timeout: the served flow wrapped in the
@@ -96,7 +97,7 @@ class Generation:
     timeout and its request chain; requests in flight hold on to theirs, so a re-serve
     swaps in a new generation while the old one drains."""
 
-    __slots__ = ("chain", "drained", "inflight", "nodes", "number", "timeout")
+    __slots__ = ("chain", "checks", "drained", "inflight", "nodes", "number", "timeout")
 
     def __init__(self, number: int, nodes: Mapping[str, Service], timeout: float | None) -> None:
         self.number = number
@@ -104,6 +105,7 @@ class Generation:
         self.timeout = timeout
         self.inflight = 0
         self.drained: asyncio.Event | None = None
+        self.checks: tuple[Callable[[Request], None], ...] = ()
         self.chain: Callable[[Request], Awaitable[dict[str, Any]]] | None = None
 
     def done(self) -> None:
@@ -155,8 +157,14 @@ class RequestPath:
         for mw in reversed(message_mw):
             nodes = {action: Wrapped(mw, inner) for action, inner in nodes.items()}
         gen = Generation(self.gen.number + 1, nodes, timeout)
+        # Checks that lead the chain and only look before calling on (svckit's token check and
+        # body limit) run one after another in ``handle``, not as a coroutine each.
+        lead = 0
+        while lead < len(request_mw) and request_mw[lead].before is not None:
+            lead += 1
+        gen.checks = tuple(mw.before for mw in request_mw[:lead] if mw.before is not None)
         chain: Callable[[Request], Awaitable[dict[str, Any]]] = functools.partial(self._admitted, gen)
-        for mw in reversed(request_mw):
+        for mw in reversed(request_mw[lead:]):
             chain = around(mw, chain, self.runtime)
         gen.chain = chain
         return gen
@@ -173,10 +181,12 @@ class RequestPath:
         start = time.time()
         metrics = self.metrics
         current_service.set(self.name)
-        metrics.received_one(request.transport, request.action, request.size, start, request.id)
+        metrics.received_one(request.transport, request.action, request.size, start, request.trace_id)
         gen = self.gen
         gen.inflight += 1
         try:
+            for check in gen.checks:
+                check(request)
             assert gen.chain is not None
             msg = await gen.chain(request)
         except asyncio.CancelledError:
@@ -199,7 +209,7 @@ class RequestPath:
                 return self._error(bad, request, start)  # not an output: it could not be sent
         if request.ended:
             metrics.output(msg)
-        metrics.replied_one(request.transport, request.action, len(body), start, time.time(), 200, request.id)
+        metrics.replied_one(request.transport, request.action, len(body), start, time.time(), 200, request.trace_id)
         return 200, body
 
     async def _admitted(self, gen: Generation, request: Request) -> dict[str, Any]:
@@ -263,7 +273,7 @@ class RequestPath:
         """Answer a request a transport refused before it reached this path (an unknown
         action, a malformed envelope): counted like any other error reply."""
         start = time.time()
-        self.metrics.received_one(request.transport, request.action, request.size, start, request.id)
+        self.metrics.received_one(request.transport, request.action, request.size, start, request.trace_id)
         return self._error(exc, request, start)
 
     def _error(self, exc: BaseException, request: Request, start: float) -> tuple[int, bytes]:

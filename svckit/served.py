@@ -22,7 +22,7 @@ from .display import Picture
 from .errors import StateError, WiringError
 from .logs import watch_stages
 from .metrics import Metrics
-from .middleware import Middleware, body_limit, request_log, token_check
+from .middleware import Middleware, body_limit, request_log, requests_log, token_check
 from .net import bind_tcp, check_port, ports
 from .params import Params, check_name
 from .pipeline import Pipeline, open_pipeline
@@ -279,7 +279,9 @@ class Served:
         bound = binder.bind(node)
         chosen = [binder.bind(m) for m in self.middleware]
         assert all(isinstance(m, Middleware) for m in chosen)
-        own: list[Middleware] = [request_log(self.name)]
+        own: list[Middleware] = []
+        if requests_log.isEnabledFor(logging.DEBUG):
+            own.append(request_log(self.name))
         if self.path.token is not None:
             own.append(token_check(self.name, self.path.token))
         own.append(body_limit(self.path.max_body))
@@ -320,12 +322,12 @@ class Served:
         rt = self.runtime
         self.state = State.STARTING
         endpoint, sock = self._claim_http(http) if http is not None else (None, None)
-        leaves: list[Service] = []
+        leaves: list[Service] = []  # set up and open: undone if what follows fails
         try:
             # after a stop, the same copies serve again (a sink keeps the port it got)
             binder, (bound, gen) = self._bind(self.node, self._memo)
+            self._start_leaves([b for _, b in binder.memo.values() if not b._composite], binder)
             leaves = [b for _, b in binder.memo.values() if not b._composite]
-            self._start_leaves(leaves, binder)
             self.bound, self._memo, self._actions = bound, binder.memo, self.node.actions()
             self.path.gen = gen
             if http is not None:

@@ -4,15 +4,7 @@ This module describes sources and how each produces messages; ``pipeline.py`` ru
 served one: the bound source produces into a bounded queue, and consumer tasks pass each
 message through the request path (without encoding a reply nobody reads), so pipeline
 messages are counted in the served metrics and show in ``Served.outputs``/``Served.traffic``
-like requests.
-
-What happens when the queue is full (a stage slower than the source):
-
-- ``pull``: the source stops reading, ZMQ's high-water mark fills and the sender waits;
-  nothing is lost.
-- ``every`` and ``loop()``: the next tick waits (a sync ``loop()``'s ``emit`` waits too);
-  an ``async`` loop's ``emit`` drops the message, counted.
-- ``subscribe``: the message is dropped and counted (PUB/SUB keeps the freshest data).
+like requests. What each source does when that queue is full is in ``pipeline.py``.
 
 A request to a source pipeline's action (HTTP or ZMQ) enters the flow at the top like
 an emitted message does: through the source's ``process()`` when it has one, otherwise

@@ -182,3 +182,27 @@ def test_is_async_callable_unwraps_partials(sk_serve):
     sink.wait(2)
     srv.stop()
     assert all(isinstance(item["n"], int) for item in sink.items)  # awaited, not a coroutine object
+
+
+def test_the_request_log_names_each_request_when_its_logger_logs_debug(sk_serve):
+    import logging
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    log = logging.getLogger("svckit.requests")
+    handler, level = Keep(), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    try:
+        srv = sk_serve(inc, name="i")
+        reply = _post(srv, "i", {"x": 1}, {"X-Request-ID": "logged-1"})
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    assert reply.json()["x"] == 2
+    lines = [r.getMessage() for r in records]
+    assert any("logged-1" in line and "'i'" in line and line.startswith("i ") for line in lines), lines

@@ -16,7 +16,8 @@ from svckit.testing import wait_for"""),
     md("""## The class
 
 - Typed class attributes are its **configuration**, checked when you construct it.
-- `setup()` runs when it is served, `teardown()` when it stops.
+- `setup()` runs when it is served, `teardown()` when it stops. (Called right in a cell,
+  `sensor(...)` runs `setup()` before its first call, and `teardown()` at `sk.shutdown()`.)
 - `loop()` runs every `interval` seconds in the background runtime; what it returns goes
   downstream (and into `srv.outputs`).
 - Methods marked `@sk.handle("name")` are **actions**: `POST /name` over HTTP, action
@@ -57,7 +58,9 @@ sensor"""),
         print(error)"""),
     md("""## Serve it over HTTP and ZeroMQ at once
 
-Port `0` picks a free port. Both transports share one set of counters."""),
+Port `0` picks a free port. Both transports share one set of counters. Serving runs a copy
+of `sensor` (its readings live in that copy), so `sensor` itself is left as it is, and the
+same object could be served twice without the two sharing state or counts."""),
     code("""srv = sk.serve(sensor, name="sensor", http=0, zmq=0)
 srv.actions"""),
     md("""The loop started when it was served. Wait for three readings, then look at them:"""),
