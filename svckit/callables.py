@@ -32,5 +32,5 @@ def is_async_callable(obj: Any) -> bool:
     obj = unwrap(obj)
     if inspect.iscoroutinefunction(obj):
         return True
-    call = type(obj).__dict__.get("__call__") if not inspect.isroutine(obj) else None
+    call = getattr(type(obj), "__call__", None) if not inspect.isroutine(obj) else None  # noqa: B004 - inherited too
     return call is not None and inspect.iscoroutinefunction(unwrap(call))

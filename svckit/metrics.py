@@ -131,7 +131,7 @@ class Metrics:
         rows = list(self.traffic.copy())
         if last is not None:
             rows = rows[-last:]
+        rows = [(*row[:-1], format_request_id(row[-1])) for row in rows]  # kept as numbers until read
         frame = pd.DataFrame.from_records(rows, columns=list(TRAFFIC_COLUMNS))
         frame["time"] = pd.to_datetime(frame["time"], unit="s")
-        frame["request_id"] = frame["request_id"].map(format_request_id)
         return frame

@@ -24,7 +24,7 @@ from .callables import is_async_callable
 from .errors import PayloadTooLarge, TooManyRequests, Unauthorized, WiringError
 from .ids import accepted_id, format_request_id, next_number
 from .params import check_name, merge
-from .running import note_origin, origin_of
+from .running import note_origin, noted
 from .runtime import run_here
 from .service import Service
 
@@ -204,8 +204,14 @@ def _applied(msg: dict[str, Any], result: Any, output: str) -> None:
     merge(msg, result, output)
 
 
+def _passed(exc: BaseException) -> None:
+    """``exc`` came out of ``call``: the middleware only let it through."""
+    if not noted(exc):
+        note_origin(exc, None)
+
+
 def _count_failure(mw: Middleware, exc: BaseException) -> None:
-    if origin_of(exc) is None:  # raised by the middleware itself, not by what it wraps
+    if not noted(exc):  # raised by the middleware itself, not by what it wraps
         mw.failures += 1
         note_origin(exc, mw.name)
 
@@ -237,7 +243,11 @@ class Wrapped(Service):
         def call(message: dict[str, Any]) -> dict[str, Any]:
             __tracebackhide__ = True
             if inner is not None:
-                inner.run(message)
+                try:
+                    inner.run(message)
+                except BaseException as exc:
+                    _passed(exc)
+                    raise
             return message
 
         mw.calls += 1
@@ -276,7 +286,11 @@ class Wrapped(Service):
         arun = inner.arun
 
         async def call(message: dict[str, Any]) -> dict[str, Any]:
-            await arun(message, rt)
+            try:
+                await arun(message, rt)
+            except BaseException as exc:
+                _passed(exc)
+                raise
             return message
 
         return call
@@ -298,16 +312,24 @@ RequestCall = Callable[[Request], Awaitable[dict[str, Any]]]
 def around(mw: Middleware, inner: RequestCall, rt: Any) -> RequestCall:
     """``inner`` wrapped in the request-scope middleware ``mw`` (composed once per generation)."""
     fn = mw.fn
+
+    async def guarded(request: Request) -> dict[str, Any]:  # what `call` runs: it marks what comes out
+        try:
+            return await inner(request)
+        except BaseException as exc:
+            _passed(exc)
+            raise
+
     if mw.is_async:
 
         async def wrapped(request: Request) -> dict[str, Any]:
             mw.calls += 1
             try:
-                result = await fn(inner, request)
+                result = await fn(guarded, request)
             except Exception as exc:
                 _count_failure(mw, exc)
                 raise
-            return _reply_of(result, request, inner)
+            return _reply_of(result, request, guarded)
 
         return wrapped
 
@@ -316,7 +338,7 @@ def around(mw: Middleware, inner: RequestCall, rt: Any) -> RequestCall:
     def blocking(request: Request) -> Any:
         # On a worker thread: `call` waits for the rest of the path on the loop.
         def call(req: Request) -> dict[str, Any]:
-            return asyncio.run_coroutine_threadsafe(_coroutine(inner, req), loop).result()
+            return asyncio.run_coroutine_threadsafe(_coroutine(guarded, req), loop).result()
 
         return fn(call, request)
 
@@ -327,7 +349,7 @@ def around(mw: Middleware, inner: RequestCall, rt: Any) -> RequestCall:
         except Exception as exc:
             _count_failure(mw, exc)
             raise
-        return _reply_of(result, request, inner)
+        return _reply_of(result, request, guarded)
 
     return wrapped_sync
 

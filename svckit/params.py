@@ -79,7 +79,10 @@ class Params:
         except (TypeError, ValueError) as exc:
             raise WiringError(f"Service {service!r}: cannot read the signature of {fn!r}: {exc}") from exc
         try:
-            hints = typing.get_type_hints(unwrap(fn))  # a partial's hints are its function's
+            target = unwrap(fn)  # a partial's hints are its function's
+            if not (inspect.isroutine(target) or inspect.isclass(target)):
+                target = type(target).__call__  # a callable object's are its __call__'s
+            hints = typing.get_type_hints(target)
         except Exception as exc:  # a forward reference that cannot be resolved
             raise WiringError(
                 f"Service {service!r}: cannot resolve the type hints of its parameters ({exc}). "

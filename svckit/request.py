@@ -30,7 +30,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .codec import JSON_TYPES, decode, encode, error_reply
-from .errors import BadMessage, BadResult, Fatal, ServiceTimeout, ServiceUnavailable, StopFlow, SvckitError
+from .errors import (
+    BadMessage,
+    BadResult,
+    Fatal,
+    ServiceTimeout,
+    ServiceUnavailable,
+    StopFlow,
+    SvckitError,
+    UnknownAction,
+)
 from .logs import current_service
 from .metrics import Metrics
 from .middleware import Middleware, Request, Wrapped, around
@@ -97,12 +106,15 @@ class Generation:
     timeout and its request chain; requests in flight hold on to theirs, so a re-serve
     swaps in a new generation while the old one drains."""
 
-    __slots__ = ("chain", "checks", "drained", "inflight", "nodes", "number", "timeout")
+    __slots__ = ("chain", "checks", "drained", "inflight", "nodes", "number", "timeout", "token")
 
-    def __init__(self, number: int, nodes: Mapping[str, Service], timeout: float | None) -> None:
+    def __init__(
+        self, number: int, nodes: Mapping[str, Service], timeout: float | None, token: str | None = None
+    ) -> None:
         self.number = number
         self.nodes = dict(nodes)
         self.timeout = timeout
+        self.token = token
         self.inflight = 0
         self.drained: asyncio.Event | None = None
         self.checks: tuple[Callable[[Request], None], ...] = ()
@@ -137,10 +149,14 @@ class RequestPath:
         self.runtime = rt
         self.metrics = metrics
         self.state = State.CREATED
-        self.token: str | None = None
         self.max_body = 1 << 20
         self.gen = Generation(0, {}, None)
         self._deadlines: _Deadlines | None = None
+
+    @property
+    def token(self) -> str | None:
+        """The token the current generation asks for (it comes and goes with its generation)."""
+        return self.gen.token
 
     # -- set up by serving -----------------------------------------------------------
     def generation(
@@ -150,13 +166,14 @@ class RequestPath:
         timeout: float | None,
         request_mw: list[Middleware],
         message_mw: list[Middleware],
+        token: str | None = None,
     ) -> Generation:
         """A new generation: ``node`` under this path's name and ``actions``, each wrapped in
         ``message_mw`` (outermost first), behind the ``request_mw`` chain (outermost first)."""
         nodes: dict[str, Service] = {self.name: node, **actions}
         for mw in reversed(message_mw):
             nodes = {action: Wrapped(mw, inner) for action, inner in nodes.items()}
-        gen = Generation(self.gen.number + 1, nodes, timeout)
+        gen = Generation(self.gen.number + 1, nodes, timeout, token)
         # Checks that lead the chain and only look before calling on (svckit's token check and
         # body limit) run one after another in ``handle``, not as a coroutine each.
         lead = 0
@@ -190,6 +207,9 @@ class RequestPath:
             assert gen.chain is not None
             msg = await gen.chain(request)
         except asyncio.CancelledError:
+            # stopped, or shut down, with this request still running: counted, as a 503
+            gone = ServiceUnavailable(f"Service {self.name!r} stopped before it answered.", service=self.name)
+            self._error(gone, request, start)
             raise
         except BaseException as exc:  # SystemExit or KeyboardInterrupt from a stage too: never end the loop
             return self._error(exc, request, start)
@@ -224,7 +244,9 @@ class RequestPath:
         if type(msg) is not dict:
             kind = JSON_TYPES.get(type(msg), type(msg).__name__)
             raise BadMessage(f"The request body must be a JSON object, not a JSON {kind}.", service=self.name)
-        node = gen.nodes[request.action]
+        node = gen.nodes.get(request.action)
+        if node is None:  # a re-serve took the action away since the request was routed
+            raise UnknownAction(f"{self.name!r} no longer serves {request.action!r}.", service=self.name)
         try:
             if gen.timeout is None:
                 await node.arun(msg, self.runtime)

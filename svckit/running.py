@@ -26,6 +26,7 @@ __all__ = [
     "cell_ready",
     "copies_of",
     "note_origin",
+    "noted",
     "origin_of",
     "retrying",
     "set_up_in_cell",
@@ -39,14 +40,15 @@ logger = logging.getLogger(__name__)
 
 #: id(exception) -> (exception, service name). Exceptions cannot be weakly referenced, so
 #: this holds the few most recent ones; the request path takes its entry out when it answers.
-_origins: collections.OrderedDict[int, tuple[BaseException, str]] = collections.OrderedDict()
+_origins: collections.OrderedDict[int, tuple[BaseException, str | None]] = collections.OrderedDict()
 _ORIGINS_KEPT = 64
 _origins_lock = threading.Lock()
 
 
-def note_origin(exc: BaseException, name: str) -> None:
-    """Remember the innermost service ``exc`` came from (for error rows and replies)."""
-    if isinstance(exc, ControlFlow):
+def note_origin(exc: BaseException, name: str | None) -> None:
+    """Remember the innermost service ``exc`` came from (for error rows and replies); None:
+    it came out of what a middleware wrapped, from no stage in particular (svckit's own check)."""
+    if isinstance(exc, ControlFlow) and name is not None:
         return
     with _origins_lock:
         found = _origins.get(id(exc))
@@ -55,6 +57,13 @@ def note_origin(exc: BaseException, name: str) -> None:
         _origins[id(exc)] = (exc, name)
         while len(_origins) > _ORIGINS_KEPT:
             _origins.popitem(last=False)
+
+
+def noted(exc: BaseException) -> bool:
+    """True when ``exc`` came out of a stage or a wrapped call (``note_origin``)."""
+    with _origins_lock:
+        found = _origins.get(id(exc))
+        return found is not None and found[0] is exc
 
 
 def origin_of(exc: BaseException, forget: bool = False) -> str | None:
@@ -175,7 +184,28 @@ class Binder:
 
 # -- set up in a cell --------------------------------------------------------------------
 
-cell_ready: weakref.WeakSet[Any] = weakref.WeakSet()
+
+class _Ready:
+    """What was set up in a cell, held until ``sk.shutdown()`` tears it down (a set up
+    service dropped from the notebook still gets its teardown)."""
+
+    def __init__(self) -> None:
+        self.items: dict[int, Any] = {}
+
+    def __contains__(self, obj: Any) -> bool:
+        return self.items.get(id(obj)) is obj
+
+    def add(self, obj: Any) -> None:
+        self.items[id(obj)] = obj
+
+    def clear(self) -> None:
+        self.items.clear()
+
+    def __iter__(self) -> Any:
+        return iter(list(self.items.values()))
+
+
+cell_ready = _Ready()
 _cell_lock = threading.RLock()
 
 

@@ -240,22 +240,22 @@ def shutdown(timeout: float = 5.0) -> None:
     Safe to call more than once; the next ``sk.serve`` or ``sk.runtime()`` starts afresh.
     """
     global _current
-    with _lock:
-        rt, _current = _current, None
-    if rt is not None:
-        rt.shutdown(timeout)
-    for hook in list(_hooks):
+    for hook in list(_hooks):  # while the runtime still runs: an async teardown needs it
         try:
             hook()
         except Exception:
             logger.exception("a shutdown hook failed")
+    with _lock:
+        rt, _current = _current, None
+    if rt is not None:
+        rt.shutdown(timeout)
 
 
 _hooks: list[Callable[[], None]] = []
 
 
 def at_shutdown(hook: Callable[[], None]) -> None:
-    """Run ``hook()`` at every ``sk.shutdown()`` (and at exit), after the runtime stopped."""
+    """Run ``hook()`` at every ``sk.shutdown()`` (and at exit), before the runtime stops."""
     if hook not in _hooks:
         _hooks.append(hook)
 

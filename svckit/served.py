@@ -119,8 +119,9 @@ class Served:
         self.middleware = list(middleware)
         self.metrics = Metrics(keep)
         self.path = RequestPath(name, rt, self.metrics)
-        self.path.token = token
+        self._token = token  # the next generation's; the running one's is self.path.token
         self.path.max_body = max_body
+        self._retiring: list[Any] = []  # old generations draining in the background
         self.bound: Service | None = None
         self.http_port: int | None = None
         self.zmq_port: int | None = None
@@ -282,13 +283,20 @@ class Served:
         own: list[Middleware] = []
         if requests_log.isEnabledFor(logging.DEBUG):
             own.append(request_log(self.name))
-        if self.path.token is not None:
-            own.append(token_check(self.name, self.path.token))
+        if self._token is not None:
+            own.append(token_check(self.name, self._token))
         own.append(body_limit(self.path.max_body))
         request_mw = own + [m for m in chosen if m.scope == "request"]  # type: ignore[attr-defined]
         message_mw = [m for m in chosen if m.scope == "message"]  # type: ignore[attr-defined]
         actions = {a: Action(a, fn, params) for a, (fn, params) in bound.actions().items()}
-        gen = self.path.generation(bound, actions, self.timeout, request_mw, message_mw)  # type: ignore[arg-type]
+        gen = self.path.generation(
+            bound,
+            actions,
+            self.timeout,
+            request_mw,  # type: ignore[arg-type]
+            message_mw,  # type: ignore[arg-type]
+            token=self._token,
+        )
         return binder, (bound, gen)
 
     def _start_leaves(self, leaves: list[Service], binder: Binder) -> None:
@@ -371,7 +379,7 @@ class Served:
         if pipe is not None and self.runtime.running:
             self.runtime.call(pipe.stop(drain, timeout), timeout=2 * timeout + 5)
 
-    def _close_endpoints(self, park: bool) -> None:
+    def _close_endpoints(self, park: bool, grace: float = 5.0) -> None:
         """Close the ZMQ endpoint; leave the HTTP port answering 503 for this while others
         serve on it (``park``), else detach, closing the port when nothing else runs there."""
         endpoint = self._http
@@ -386,7 +394,7 @@ class Served:
         if self._zmq is not None:
             zmq_endpoint, self._zmq = self._zmq, None
             with contextlib.suppress(Exception):
-                zmq_endpoint.close()
+                zmq_endpoint.close(grace)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving: stop accepting, let in-flight requests finish, run teardown.
@@ -401,10 +409,11 @@ class Served:
             self.state = State.STOPPING
             try:
                 self._stop_pipeline(drain=False)
-                self._close_endpoints(park=True)
+                self._close_endpoints(park=True, grace=timeout)
                 if self.runtime.running:
                     with contextlib.suppress(Exception):
                         self.runtime.call(self.path.gen.drain(timeout), timeout=timeout + 1)
+                self._wait_retired(timeout)
                 self._stop_leaves(self._bound_leaves())
             finally:
                 self.state = State.STOPPED
@@ -482,20 +491,20 @@ class Served:
         target = ports(self.runtime).get(("http", self.host, port)) if port else None
         if target is not None:
             target.check(self, [self.name, *actions])
-        if self.path.token is not None and token is None:
+        if self._token is not None and token is None:
             logger.warning(
                 "%r is served again without token=: it no longer asks for one (pass token= to keep it).", self.name
             )
         old_gen, old_memo = self.path.gen, self._memo
-        before = (self.timeout, self.path.token, self.path.max_body, self.middleware)
-        self.timeout, self.path.token = timeout, token
+        before = (self.timeout, self._token, self.path.max_body, self.middleware)
+        self.timeout, self._token = timeout, token
         self.path.max_body = max_body if max_body is not None else self.path.max_body
         self.middleware = list(middleware) if middleware is not None else self.middleware
         try:
             binder, (bound, gen) = self._bind(node, old_memo)  # stages kept keep their bound copy
             self._start_leaves(binder.made, binder)
         except BaseException:
-            self.timeout, self.path.token, self.path.max_body, self.middleware = before
+            self.timeout, self._token, self.path.max_body, self.middleware = before
             raise
         try:
             self._stop_pipeline(drain=True)
@@ -507,21 +516,34 @@ class Served:
             self._start_pipeline()
             if self.state is State.FAILED:
                 self.state = State.RUNNING
+        except BaseException as exc:
+            self.path.fail(exc)  # half swapped (a port taken, a source that would not open): say so
+            raise
         finally:
             kept = {id(b) for _, b in binder.memo.values()}
             retired = [b for _, b in old_memo.values() if id(b) not in kept and not b._composite]
             self._retire(old_gen, retired)
 
     def _retire(self, gen: Any, leaves: list[Service]) -> None:
-        """Tear down what an old generation alone used: now when nothing of it is in flight,
-        else in the background once it has drained (at most 30 s)."""
-        if gen.inflight == 0 or not self.runtime.running:
+        """Tear down what an old generation alone used: now when nothing of it is in flight
+        (looked at on the loop, where requests enter), else in the background once it has
+        drained (at most 30 s); ``stop()`` and shutdown wait for that."""
+        if not leaves:
+            return
+        rt = self.runtime
+        if not rt.running:
+            self._stop_leaves(leaves)
+            return
+
+        async def idle() -> bool:
+            return bool(gen.inflight == 0)
+
+        if rt.call(idle(), timeout=10):
             self._stop_leaves(leaves)
             return
 
         async def later() -> None:
             await gen.drain(30.0)
-            rt = self.runtime
             for leaf in leaves:
                 with contextlib.suppress(Exception):
                     await leaf.close()
@@ -534,7 +556,15 @@ class Served:
                 except Exception:
                     logger.exception("teardown of %r failed", leaf.name)
 
-        self.runtime.submit(later())
+        future = rt.submit(later())
+        self._retiring = [f for f in self._retiring if not f.done()] + [future]
+
+    def _wait_retired(self, timeout: float) -> None:
+        """Let old generations still draining finish their teardown (at most ``timeout`` s)."""
+        retiring, self._retiring = self._retiring, []
+        for future in retiring:
+            with contextlib.suppress(Exception):
+                future.result(timeout)
 
     def _move_transports(self, http: int | None, zmq: int | None) -> None:
         if self._http is not None:
@@ -545,7 +575,7 @@ class Served:
         elif http is not None:
             self._move_http(http)
         if self._zmq is not None and (zmq is None or (zmq and zmq != self.zmq_port)):
-            self._zmq.close()
+            self._zmq.close(30.0)  # moved: its requests in flight finish, as on a re-serve
             self._zmq, self.zmq_port = None, None
         if self._zmq is None and zmq is not None:
             self._zmq = zmq_transport.open_endpoint(self, zmq)

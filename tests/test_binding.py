@@ -150,3 +150,62 @@ def test_an_error_in_a_cell_shows_the_users_frames():
     svckit_frames = [f for f in frames if "/svckit/" in f.filename]
     assert frames[-1].name == "explode"
     assert len(svckit_frames) <= 1, [f"{f.filename}:{f.name}" for f in frames]
+
+
+def test_shutdown_runs_async_teardowns_without_starting_a_new_runtime():
+    from svckit.runtime import current
+
+    events: list[str] = []
+
+    class Async(sk.Service):
+        async def setup(self) -> None:
+            events.append("setup")
+
+        async def teardown(self) -> None:
+            events.append("teardown")
+
+        def process(self, x: int) -> dict:
+            return {"x": x}
+
+    try:
+        Async()(x=1)
+        sk.shutdown()
+        assert events == ["setup", "teardown"]
+        assert current() is None  # nothing started again by the teardown
+    finally:
+        sk.shutdown()
+
+
+def test_a_request_cut_short_by_stop_is_counted_once(sk_serve):
+    import asyncio
+
+    started = threading.Event()
+
+    @sk.service
+    async def stuck(x: int) -> dict:
+        started.set()
+        await asyncio.sleep(60)
+        return {}
+
+    srv = sk_serve(stuck, name="stuck", http=None, zmq=0, timeout=None)
+    client = sk.ZmqClient(srv.zmq_url, timeout=30, connect_timeout=0.5)
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            client.stuck(x=1)
+        except sk.SvckitError as exc:
+            errors.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    try:
+        assert started.wait(10)
+        srv.stop(timeout=0.2)
+        status = srv.status()
+        assert status["received"] == status["replied"] == 1
+        assert status["errors_by_type"] == {"ServiceUnavailable": 1}
+    finally:
+        caller.join(15)
+        client.close()
+    assert errors and isinstance(errors[0], sk.ServiceUnavailable)

@@ -206,3 +206,36 @@ def test_the_request_log_names_each_request_when_its_logger_logs_debug(sk_serve)
     assert reply.json()["x"] == 2
     lines = [r.getMessage() for r in records]
     assert any("logged-1" in line and "'i'" in line and line.startswith("i ") for line in lines), lines
+
+
+def test_a_middleware_is_not_blamed_for_what_it_only_let_through(sk_serve):
+    @sk.middleware(scope="request")
+    async def audit(call, request):
+        return await call(request)
+
+    @sk.middleware
+    async def around(call, msg):
+        return await call(msg)
+
+    srv = sk_serve(inc, name="i", middleware=[audit, around])
+    with requests.Session() as session:
+        session.trust_env = False
+        bad = session.post(f"{srv.url}/i", data=b"not json", headers={"Content-Type": "application/json"})
+    assert bad.status_code == 400 and bad.json()["error"]["service"] == "i"
+    assert _post(srv, "i", {"y": 1}).json()["error"]["service"] == "inc"  # the stage that refused it
+    assert [m.failures for m in srv.middleware] == [0, 0]
+    assert [c.failures for c in (srv.bound,)] == [1]
+
+
+class _AsyncCallable:
+    async def __call__(self, x: int) -> dict:
+        return {"y": x}
+
+
+class _Inherited(_AsyncCallable):
+    pass
+
+
+def test_an_inherited_async_call_is_async():
+    assert is_async_callable(_Inherited())
+    assert sk.service(_Inherited(), name="inherited")(x=3)["y"] == 3
