@@ -68,6 +68,7 @@ class Request:
         "action",
         "body",
         "ended",
+        "gone",
         "headers",
         "limit",
         "number",
@@ -101,6 +102,7 @@ class Request:
         self.token = token
         self.limit: int | None = None  # set by the body limit: what reading may take at most
         self.ended = False  # set by the request path: the message came out of the end of the flow
+        self.gone = False  # set by a transport before it cancels a request whose client went away
         self._read = read
 
     @property

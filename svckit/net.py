@@ -3,12 +3,13 @@ per-runtime table of bound ports that endpoints and shared sockets register in."
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from typing import Any, Protocol
 
 from .errors import PortInUse, WiringError
 
-__all__ = ["Closable", "bind_tcp", "bindable", "check_port", "ports"]
+__all__ = ["Closable", "bind_tcp", "bindable", "check_port", "is_loopback", "ports"]
 
 
 class Closable(Protocol):
@@ -22,6 +23,17 @@ def check_port(value: Any, what: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise WiringError(f"{what}={value!r}: give a port number from 0 to 65535 (0 picks a free one), or None.")
     return value
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address or name that only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    name = host.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _tcp_socket(host: str) -> socket.socket:

@@ -40,6 +40,7 @@ from .errors import (
     SvckitError,
     UnknownAction,
 )
+from .limits import Access, Limits
 from .logs import current_service
 from .metrics import Metrics
 from .middleware import Middleware, Request, Wrapped, around
@@ -149,7 +150,8 @@ class RequestPath:
         self.runtime = rt
         self.metrics = metrics
         self.state = State.CREATED
-        self.max_body = 1 << 20
+        self.limits = Limits()
+        self.access = Access()
         self.gen = Generation(0, {}, None)
         self._deadlines: _Deadlines | None = None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,10 +21,11 @@ from typing import Any, ClassVar
 from .callables import is_async_callable
 from .display import Picture
 from .errors import StateError, WiringError
+from .limits import DEFAULTS, Access, Limits
 from .logs import watch_stages
 from .metrics import Metrics
 from .middleware import Middleware, body_limit, request_log, requests_log, token_check
-from .net import bind_tcp, check_port, ports
+from .net import bind_tcp, check_port, is_loopback, ports
 from .params import Params, check_name
 from .pipeline import Pipeline, open_pipeline
 from .request import RequestPath
@@ -107,7 +109,8 @@ class Served:
         host: str,
         timeout: float | None,
         token: str | None,
-        max_body: int,
+        limits: Limits,
+        access: Access,
         keep: int,
         middleware: Sequence[Middleware] = (),
     ) -> None:
@@ -120,7 +123,8 @@ class Served:
         self.metrics = Metrics(keep)
         self.path = RequestPath(name, rt, self.metrics)
         self._token = token  # the next generation's; the running one's is self.path.token
-        self.path.max_body = max_body
+        self.path.limits = limits
+        self.path.access = access
         self._retiring: list[Any] = []  # old generations draining in the background
         self.bound: Service | None = None
         self.http_port: int | None = None
@@ -187,7 +191,18 @@ class Served:
     @property
     def max_body(self) -> int:
         """The largest request body accepted, in bytes."""
-        return self.path.max_body
+        return self.path.limits.max_body
+
+    @property
+    def limits(self) -> Limits:
+        """Its bounds: ``max_body``, ``max_header``, ``limit_concurrency``, ``read_timeout``,
+        ``drain_timeout`` (see ``sk.serve``)."""
+        return self.path.limits
+
+    @property
+    def access(self) -> Access:
+        """Who may call it from a browser (``allow_origins``, ``allow_hosts``) and ``expose_errors``."""
+        return self.path.access
 
     def params_for(self, action: str) -> list[Params]:
         if action == self.name:
@@ -204,8 +219,19 @@ class Served:
             "proxy": self.proxy_url,
             "zmq": self.zmq_url,
             "uptime": round(time.time() - self.metrics.started, 3),
+            "warnings": self.warnings(),
             **self.metrics.counters(),
         }
+
+    def warnings(self) -> list[str]:
+        """What about how it is served is unsafe or degraded (also logged when it happens)."""
+        out = []
+        if self.token is None and not is_loopback(self.host):
+            out.append(
+                f"served on {self.host} without a token: anyone who can reach this machine can call it; "
+                "pass token=True (or a token of your own)"
+            )
+        return out
 
     @property
     def outputs(self) -> Any:
@@ -285,7 +311,7 @@ class Served:
             own.append(request_log(self.name))
         if self._token is not None:
             own.append(token_check(self.name, self._token))
-        own.append(body_limit(self.path.max_body))
+        own.append(body_limit(self.path.limits.max_body))
         request_mw = own + [m for m in chosen if m.scope == "request"]  # type: ignore[attr-defined]
         message_mw = [m for m in chosen if m.scope == "message"]  # type: ignore[attr-defined]
         actions = {a: Action(a, fn, params) for a, (fn, params) in bound.actions().items()}
@@ -354,6 +380,8 @@ class Served:
             raise
         self.state = State.RUNNING
         registry(rt)[self.name] = self
+        for warning in self.warnings():
+            logger.warning("%r is %s.", self.name, warning)
 
     def _claim_http(self, port: int) -> tuple[http_transport.HttpEndpoint | None, Any]:
         """The open endpoint on ``port``, or a socket bound for a new one (port 0: a free port)."""
@@ -472,7 +500,8 @@ class Served:
         host: str,
         timeout: float | None,
         token: str | None,
-        max_body: int | None = None,
+        limits: Limits | None = None,
+        access: Access | None = None,
         keep: int | None = None,
         middleware: Sequence[Middleware] | None = None,
     ) -> None:
@@ -480,7 +509,7 @@ class Served:
 
         Returns at once: requests in flight finish on the old generation in the background,
         then the stages it no longer serves are torn down. The new ``timeout``, ``token``,
-        ``max_body``, ``keep`` and ``middleware`` apply to every request from now on.
+        limits, access rules, ``keep`` and ``middleware`` apply to every request from now on.
         """
         actions = node.actions()
         if host != self.host:
@@ -496,15 +525,16 @@ class Served:
                 "%r is served again without token=: it no longer asks for one (pass token= to keep it).", self.name
             )
         old_gen, old_memo = self.path.gen, self._memo
-        before = (self.timeout, self._token, self.path.max_body, self.middleware)
+        before = (self.timeout, self._token, self.path.limits, self.path.access, self.middleware)
         self.timeout, self._token = timeout, token
-        self.path.max_body = max_body if max_body is not None else self.path.max_body
+        self.path.limits = limits if limits is not None else self.path.limits
+        self.path.access = access if access is not None else self.path.access
         self.middleware = list(middleware) if middleware is not None else self.middleware
         try:
             binder, (bound, gen) = self._bind(node, old_memo)  # stages kept keep their bound copy
             self._start_leaves(binder.made, binder)
         except BaseException:
-            self.timeout, self._token, self.path.max_body, self.middleware = before
+            self.timeout, self._token, self.path.limits, self.path.access, self.middleware = before
             raise
         try:
             self._stop_pipeline(drain=True)
@@ -611,8 +641,15 @@ def serve(
     host: str = "127.0.0.1",
     *,
     timeout: float | None = 60.0,
-    token: str | None = None,
-    max_body: int = 1 << 20,
+    token: str | bool | None = None,
+    max_body: int = DEFAULTS.max_body,
+    max_header: int = DEFAULTS.max_header,
+    limit_concurrency: int = DEFAULTS.limit_concurrency,
+    read_timeout: float = DEFAULTS.read_timeout,
+    drain_timeout: float = DEFAULTS.drain_timeout,
+    allow_origins: Sequence[str] = (),
+    allow_hosts: Sequence[str] = (),
+    expose_errors: bool = False,
     keep: int = 1000,
     middleware: Sequence[Any] = (),
 ) -> Served:
@@ -628,13 +665,34 @@ def serve(
     http, zmq
         Port numbers; ``0`` picks a free one. With neither given, HTTP on a free port.
     host
-        The interface to bind; ``127.0.0.1`` unless you mean to expose it.
+        The interface to bind; ``127.0.0.1`` unless you mean to expose it. Another host
+        without a token logs a warning and shows it in ``status()["warnings"]``.
     timeout
         Seconds a request may take before it is answered with ``ServiceTimeout`` (504).
     token
-        When set, requests must carry ``Authorization: Bearer <token>``.
+        When set, requests must carry ``Authorization: Bearer <token>`` (over ZMQ, a token
+        frame); ``token=True`` makes a random one (read it from ``.token``).
     max_body
-        Largest request body accepted, in bytes (larger is answered 413).
+        Largest request body (HTTP) or frame (ZMQ) accepted, in bytes: larger is answered 413.
+    max_header
+        Largest HTTP request line and headers, in bytes: larger is answered 431.
+    limit_concurrency
+        HTTP connections open at once on the port (past it: 503) and ZMQ requests in flight
+        (past it, reading waits).
+    read_timeout
+        Seconds a client has to send its headers, then its body; the connection is closed after.
+    drain_timeout
+        Seconds ``stop()``, re-serving and shutdown give requests in flight; they are answered
+        ``ServiceUnavailable`` (503) after.
+    allow_origins
+        Web origins (``"https://app.example"``, or ``"*"``) whose pages may POST here; any
+        other ``Origin`` than the server's own is refused with 403.
+    allow_hosts
+        Host names a request's ``Host`` header may name besides this machine's loopback names
+        (DNS rebinding is refused with 403).
+    expose_errors
+        Error replies carry exception messages verbatim; by default file paths outside the
+        working directory are shortened to their last part.
     keep
         How many recent outputs and traffic rows to keep for ``.outputs``/``.traffic``.
     middleware
@@ -642,7 +700,7 @@ def serve(
         every call of every transport, outermost first (see ``sk.middleware``).
 
     Serving again under the same name applies every argument given anew; ``token``,
-    ``timeout``, ``max_body`` and ``keep`` take their defaults when left out, so serving
+    ``timeout``, the limits and ``keep`` take their defaults when left out, so serving
     again without ``token=`` stops asking for one (a warning is logged).
 
     Examples
@@ -662,12 +720,13 @@ def serve(
         http = 0
     if timeout is not None and timeout <= 0:
         raise WiringError(f"timeout={timeout!r}: give a positive number of seconds, or None for no limit.")
-    if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body <= 0:
-        raise WiringError(f"max_body={max_body!r}: give a positive number of bytes.")
+    limits = Limits(max_body, max_header, limit_concurrency, read_timeout, drain_timeout)
+    access = Access(tuple(allow_origins), tuple(allow_hosts), expose_errors)  # type: ignore[arg-type]
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
         raise WiringError(f"keep={keep!r}: give how many recent outputs and traffic rows to keep (0 or more).")
     if not isinstance(host, str) or not host:
         raise WiringError(f"host={host!r}: give the interface to bind as a string, such as '127.0.0.1'.")
+    token = _token(token)
     chosen = _middleware(middleware)
     rt = runtime()
     if rt.in_runtime():
@@ -675,10 +734,30 @@ def serve(
     with _serve_lock:
         existing = registry(rt).get(name)
         if existing is not None and existing.state in (State.RUNNING, State.FAILED):
-            existing.replace(node, http, zmq, host, timeout, token, max_body, keep, chosen)
+            existing.replace(node, http, zmq, host, timeout, token, limits, access, keep, chosen)
             return existing
         served = Served(
-            rt, node, name, host=host, timeout=timeout, token=token, max_body=max_body, keep=keep, middleware=chosen
+            rt,
+            node,
+            name,
+            host=host,
+            timeout=timeout,
+            token=token,
+            limits=limits,
+            access=access,
+            keep=keep,
+            middleware=chosen,
         )
         served._open(http, zmq)
         return served
+
+
+def _token(token: Any) -> str | None:
+    """The token to ask for: ``True`` makes a random one; a string must not be empty."""
+    if token is None or token is False:
+        return None
+    if token is True:
+        return secrets.token_urlsafe(24)
+    if not isinstance(token, str) or not token.strip() or token != token.strip():
+        raise WiringError(f"token={token!r}: give a non-empty string without surrounding spaces, or True to make one.")
+    return token
