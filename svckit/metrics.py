@@ -32,6 +32,7 @@ class Metrics:
         self.errors = 0
         self.stopped = 0
         self.dropped = 0
+        self.disconnected = 0  # requests whose client went away before their reply reached it
         self.iterations = 0
         self.by_action: dict[str, int] = {}
         self.errors_by_type: dict[str, int] = {}
@@ -76,6 +77,12 @@ class Metrics:
         self.replied += 1
         self.traffic.append((now, endpoint, "out", action, size, (now - started) * 1000.0, status, request_id))
 
+    def undelivered(self, endpoint: str, action: str, size: int, request_id: str | int | None = None) -> None:
+        """A request whose client went away before its reply reached it: counted once, here,
+        and not as replied (a traffic row ``gone``)."""
+        self.disconnected += 1
+        self.traffic.append((time.time(), endpoint, "gone", action, size, None, 499, request_id))
+
     def output(self, message: dict[str, Any]) -> None:
         self.outputs.append(message)
 
@@ -108,6 +115,7 @@ class Metrics:
             "errors": self.errors,
             "stopped": self.stopped,
             "dropped": self.dropped,
+            "disconnected": self.disconnected,
             "iterations": self.iterations,
             "by_action": dict(self.by_action),
             "errors_by_type": dict(self.errors_by_type),

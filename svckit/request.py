@@ -107,7 +107,7 @@ class Generation:
     timeout and its request chain; requests in flight hold on to theirs, so a re-serve
     swaps in a new generation while the old one drains."""
 
-    __slots__ = ("chain", "checks", "drained", "inflight", "nodes", "number", "timeout", "token")
+    __slots__ = ("chain", "checks", "drained", "inflight", "nodes", "number", "tasks", "timeout", "token")
 
     def __init__(
         self, number: int, nodes: Mapping[str, Service], timeout: float | None, token: str | None = None
@@ -117,6 +117,7 @@ class Generation:
         self.timeout = timeout
         self.token = token
         self.inflight = 0
+        self.tasks: dict[asyncio.Task[Any], Request] = {}  # the requests in flight, by their task
         self.drained: asyncio.Event | None = None
         self.checks: tuple[Callable[[Request], None], ...] = ()
         self.chain: Callable[[Request], Awaitable[dict[str, Any]]] | None = None
@@ -154,6 +155,8 @@ class RequestPath:
         self.access = Access()
         self.gen = Generation(0, {}, None)
         self._deadlines: _Deadlines | None = None
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def token(self) -> str | None:
@@ -203,19 +206,40 @@ class RequestPath:
         metrics.received_one(request.transport, request.action, request.size, start, request.trace_id)
         gen = self.gen
         gen.inflight += 1
+        # With its loop given, current_task skips looking the running loop up.
+        task = asyncio.current_task(self._loop) if self._loop is not None else None
+        if task is None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._loop = task.get_loop()
+        gen.tasks[task] = request
         try:
             for check in gen.checks:
                 check(request)
             assert gen.chain is not None
             msg = await gen.chain(request)
         except asyncio.CancelledError:
+            if request.gone:  # the client went away: nobody to answer, counted once as that
+                metrics.undelivered(request.transport, request.action, request.size, request.trace_id)
+                raise
+            expired = task in self._expired
+            self._expired.discard(task)
             # stopped, or shut down, with this request still running: counted, as a 503
-            gone = ServiceUnavailable(f"Service {self.name!r} stopped before it answered.", service=self.name)
-            self._error(gone, request, start)
+            gone = ServiceUnavailable(
+                f"Service {self.name!r} stopped before it answered"
+                + (f" (it had {self.limits.drain_timeout} s to finish)." if expired else "."),
+                service=self.name,
+            )
+            answer = self._error(gone, request, start)
+            if expired and task.uncancel() == 0:
+                return answer  # answered 503 over its own transport
             raise
         except BaseException as exc:  # SystemExit or KeyboardInterrupt from a stage too: never end the loop
             return self._error(exc, request, start)
         finally:
+            del gen.tasks[task]
+            if self._expired:
+                self._expired.discard(task)
             gen.done()
         body = b""
         if reply:
@@ -292,6 +316,24 @@ class RequestPath:
             raise
         if deadlines.done(task):
             task.uncancel()
+
+    def expire(self, gen: Generation | None = None) -> int:
+        """Answer every request of ``gen`` (default: the current one) still in flight with
+        ``ServiceUnavailable`` (503) over its own transport, cancelling what it runs; the
+        number of requests expired. On the runtime loop."""
+        gen = gen if gen is not None else self.gen
+        for task in list(gen.tasks):
+            if not task.done():
+                self._expired.add(task)
+                task.cancel()
+        return len(gen.tasks)
+
+    def undelivered(self, request: Request, size: int) -> None:
+        """A reply the transport could not deliver (the client went away): counted once, as
+        that, instead of as replied."""
+        metrics = self.metrics
+        metrics.replied -= 1
+        metrics.undelivered(request.transport, request.action, size, request.trace_id)
 
     def reject(self, exc: BaseException, request: Request) -> tuple[int, bytes]:
         """Answer a request a transport refused before it reached this path (an unknown

@@ -261,13 +261,13 @@ class Served:
         while True:
             now = time.monotonic()
             snapshot = (metrics.received, metrics.replied, metrics.errors, metrics.dropped)
-            idle = metrics.received == metrics.replied and not pending()
+            idle = metrics.received == metrics.replied + metrics.disconnected and not pending()
             if not idle or snapshot != last:
                 last, since = snapshot, now
             elif now - since >= quiet:
                 return self
             if now > deadline:
-                busy = metrics.received - metrics.replied + pending()
+                busy = metrics.received - metrics.replied - metrics.disconnected + pending()
                 raise TimeoutError(f"{self.name!r} did not settle within {timeout} s ({busy} messages in flight).")
             time.sleep(0.005)
 
