@@ -7,11 +7,13 @@ agree on what a valid body is and what an error reply looks like.
 from __future__ import annotations
 
 import json
+import os
+import re
 from typing import Any
 
 from .errors import BadRequest, error_body, status_of
 
-__all__ = ["JSON_TYPES", "decode", "encode", "error_reply"]
+__all__ = ["JSON_TYPES", "decode", "encode", "error_reply", "redact_paths"]
 
 
 def _json_default(value: Any) -> Any:
@@ -56,6 +58,38 @@ def decode(raw: bytes) -> Any:
         raise BadRequest("The request body is JSON nested too deeply to read.") from None
 
 
-def error_reply(exc: BaseException, **extra: Any) -> tuple[int, bytes]:
-    """The status and the encoded ``{"error": {...}}`` body for ``exc``."""
-    return status_of(exc), encode({"error": error_body(exc, **extra)})
+# An absolute path of two parts or more (``/home/me/data.csv``, ``C:\\Users\\me\\x``), not
+# the path part of a URL (``host:8000/a/b``) nor a route such as ``/status``.
+_PATH = re.compile(r"(?<![\w.:/\\~-])(?:/|[A-Za-z]:\\)(?:[^\s'\"()<>,;:*?|/\\]+[/\\])+[^\s'\"()<>,;:*?|/\\]*")
+
+
+def redact_paths(text: str, keep_under: str | None = None) -> str:
+    """``text`` with absolute file paths outside ``keep_under`` (default: the working
+    directory, the notebook's own) cut to ``…/`` and their last part.
+
+    >>> redact_paths("[Errno 2] No such file or directory: '/home/ann/secret/plan.csv'", "/srv")
+    "[Errno 2] No such file or directory: '…/plan.csv'"
+    >>> redact_paths("see /srv/data/x.csv and POST /status", "/srv")
+    'see /srv/data/x.csv and POST /status'
+    """
+    if "/" not in text and "\\" not in text:
+        return text
+    root = os.path.abspath(keep_under if keep_under is not None else os.getcwd())
+
+    def cut(match: re.Match[str]) -> str:
+        path = match.group(0)
+        if os.path.abspath(path).startswith(root + os.sep):
+            return path
+        last = re.split(r"[/\\]", path.rstrip("/\\"))[-1]
+        return f"…/{last}" if last else "…/"
+
+    return _PATH.sub(cut, text)
+
+
+def error_reply(exc: BaseException, *, redact: bool = False, **extra: Any) -> tuple[int, bytes]:
+    """The status and the encoded ``{"error": {...}}`` body for ``exc``; with ``redact``,
+    file paths outside the working directory in its message are cut (``redact_paths``)."""
+    body = error_body(exc, **extra)
+    if redact and isinstance(body.get("message"), str):
+        body["message"] = redact_paths(body["message"])
+    return status_of(exc), encode({"error": body})

@@ -29,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from .codec import JSON_TYPES, decode, encode, error_reply
+from .codec import JSON_TYPES, decode, encode, error_reply, redact_paths
 from .errors import (
     BadMessage,
     BadResult,
@@ -346,9 +346,12 @@ class RequestPath:
         origin = origin_of(exc, forget=True)
         service = getattr(exc, "service", None) or origin or self.name
         now = time.time()
-        self.metrics.error(type(exc).__name__, str(getattr(exc, "message", None) or exc), service, now)
+        message = str(getattr(exc, "message", None) or exc)
+        redact = not self.access.expose_errors
+        # the log keeps the message whole; what a client can read (the reply, /status) is cut
+        self.metrics.error(type(exc).__name__, redact_paths(message) if redact else message, service, now)
         if not isinstance(exc, SvckitError):
             logger.info("service %r raised %s: %s", service, type(exc).__name__, exc)
-        status, body = error_reply(exc, service=service, request_id=request.id)
+        status, body = error_reply(exc, redact=redact, service=service, request_id=request.id)
         self.metrics.replied_one(request.transport, request.action, len(body), start, now, status, request.id)
         return status, body

@@ -70,6 +70,7 @@ class Runtime:
         self._locals: dict[str, tuple[Any, Any, Any, int]] = {}
         self._locals_lock = threading.Lock()
         self._closed = False
+        self.stop_timeout: float | None = None  # set by shutdown() for what it stops
         self._ready = threading.Event()
         self.thread = threading.Thread(target=self._main, name="svckit-runtime", daemon=True)
         self.thread.start()
@@ -178,6 +179,7 @@ class Runtime:
             return
         if self.in_runtime():
             raise StateError("sk.shutdown() cannot run on the runtime's own thread.")
+        self.stop_timeout = timeout  # what stop hooks may take (serving drains in half of it)
         entries = sorted(self._locals.values(), key=lambda entry: -entry[3])
         for value, _, stop, _ in entries:
             if stop is not None:

@@ -8,6 +8,7 @@ transports give them to the request path.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -45,14 +46,37 @@ _serve_lock = threading.RLock()
 
 def registry(rt: Runtime) -> dict[str, Served]:
     """The served things of runtime ``rt`` by name; each is stopped when ``rt`` shuts down."""
-    table: dict[str, Served] = rt.local("served", dict, stop=_stop_all, order=10)
+    table: dict[str, Served] = rt.local("served", dict, stop=_stop_at_shutdown, order=10)
     return table
 
 
-def _stop_all(table: dict[str, Served]) -> None:
-    for served in list(table.values()):
-        with contextlib.suppress(Exception):
-            served.stop()
+def _stop_all(table: dict[str, Served], budget: float | None = None) -> None:
+    """Stop every served thing at once: all stop accepting, then their requests in flight
+    get one shared drain of ``budget`` s (at most each one's ``drain_timeout``) and are
+    answered ``ServiceUnavailable`` after it, then all close."""
+    with _serve_lock:
+        stopping = [s for s in list(table.values()) if s._begin_stop()]
+        if not stopping:
+            return
+        rt = stopping[0].runtime
+        if rt.running:
+            longest = max(s.path.limits.drain_timeout for s in stopping)
+            budget = longest if budget is None else min(budget, longest)
+
+            async def drain_all() -> None:
+                await asyncio.gather(*(s._drain(budget) for s in stopping), return_exceptions=True)
+
+            with contextlib.suppress(Exception):
+                rt.call(drain_all(), timeout=budget + 2)
+        for served in stopping:
+            with contextlib.suppress(Exception):
+                served._finish_stop()
+
+
+def _stop_at_shutdown(table: dict[str, Served]) -> None:
+    rt = next(iter(table.values())).runtime if table else None
+    # half of what shutdown may take for draining, the rest for closing (atexit gives 2 s)
+    _stop_all(table, None if rt is None or rt.stop_timeout is None else rt.stop_timeout / 2)
 
 
 def _served_stages() -> list[tuple[str, Any]]:
@@ -125,7 +149,8 @@ class Served:
         self._token = token  # the next generation's; the running one's is self.path.token
         self.path.limits = limits
         self.path.access = access
-        self._retiring: list[Any] = []  # old generations draining in the background
+        self._retiring: list[Any] = []  # the teardowns of old generations, once drained
+        self._draining: list[Any] = []  # old generations with requests still in flight
         self.bound: Service | None = None
         self.http_port: int | None = None
         self.zmq_port: int | None = None
@@ -424,30 +449,58 @@ class Served:
             with contextlib.suppress(Exception):
                 zmq_endpoint.close(grace)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """Stop serving: stop accepting, let in-flight requests finish, run teardown.
 
-        Its ZMQ port is freed at once; its HTTP port too, unless other served things still
-        serve on it: then its actions answer ``ServiceUnavailable`` (503) until it is started
-        again or another served thing takes them over. Idempotent.
+        New requests are answered ``ServiceUnavailable`` (503) at once; those in flight get
+        ``timeout`` s (default: its ``drain_timeout``) to finish, then they are answered 503
+        too, over their own connection, and what they ran is cancelled. Its ZMQ port is then
+        freed; its HTTP port too, unless other served things still serve on it: then its
+        actions answer 503 until it is started again or another served thing takes them
+        over. Idempotent.
         """
         with _serve_lock:
-            if self.state in (State.STOPPED, State.CREATED, State.STOPPING):
+            if not self._begin_stop():
                 return
-            self.state = State.STOPPING
+            wait = self.path.limits.drain_timeout if timeout is None else timeout
             try:
-                self._stop_pipeline(drain=False)
-                self._close_endpoints(park=True, grace=timeout)
                 if self.runtime.running:
                     with contextlib.suppress(Exception):
-                        self.runtime.call(self.path.gen.drain(timeout), timeout=timeout + 1)
-                self._wait_retired(timeout)
-                self._stop_leaves(self._bound_leaves())
+                        self.runtime.call(self._drain(wait), timeout=wait + 2)
             finally:
-                self.state = State.STOPPED
-                table = registry(self.runtime)
-                if table.get(self.name) is self:
-                    del table[self.name]
+                self._finish_stop()
+
+    def _begin_stop(self) -> bool:
+        """Stop accepting (requests are answered 503 from now on); False when not serving."""
+        if self.state in (State.STOPPED, State.CREATED, State.STOPPING):
+            return False
+        self.state = State.STOPPING
+        with contextlib.suppress(Exception):
+            self._stop_pipeline(drain=False)
+        return True
+
+    async def _drain(self, timeout: float) -> None:
+        """Wait ``timeout`` s at most for the requests in flight (of every generation still
+        draining), then answer the rest 503 and give them a moment to send it. On the loop."""
+        gens = [self.path.gen, *self._draining]
+        deadline = asyncio.get_running_loop().time() + timeout
+        for gen in gens:
+            await gen.drain(max(0.0, deadline - asyncio.get_running_loop().time()))
+        if sum(self.path.expire(gen) for gen in gens):
+            for gen in gens:
+                await gen.drain(1.0)
+
+    def _finish_stop(self) -> None:
+        """Close the transports, tear down, and leave the registry (after ``_drain``)."""
+        try:
+            self._close_endpoints(park=True, grace=0.5)
+            self._wait_retired(2.0)
+            self._stop_leaves(self._bound_leaves())
+        finally:
+            self.state = State.STOPPED
+            table = registry(self.runtime)
+            if table.get(self.name) is self:
+                del table[self.name]
 
     def start(self) -> None:
         """Serve again after ``stop()``, on the same ports."""
@@ -557,9 +610,9 @@ class Served:
     def _retire(self, gen: Any, leaves: list[Service]) -> None:
         """Tear down what an old generation alone used: now when nothing of it is in flight
         (looked at on the loop, where requests enter), else in the background once it has
-        drained (at most 30 s); ``stop()`` and shutdown wait for that."""
-        if not leaves:
-            return
+        drained (its requests get ``drain_timeout`` s, then they are answered 503);
+        ``stop()`` and shutdown wait for that."""
+        self._draining = [g for g in self._draining if g.inflight] + [gen]
         rt = self.runtime
         if not rt.running:
             self._stop_leaves(leaves)
@@ -572,8 +625,12 @@ class Served:
             self._stop_leaves(leaves)
             return
 
+        drain = self.path.limits.drain_timeout
+
         async def later() -> None:
-            await gen.drain(30.0)
+            if not await gen.drain(drain):
+                self.path.expire(gen)  # past the drain timeout: answered 503
+                await gen.drain(1.0)
             for leaf in leaves:
                 with contextlib.suppress(Exception):
                     await leaf.close()
@@ -721,7 +778,7 @@ def serve(
     if timeout is not None and timeout <= 0:
         raise WiringError(f"timeout={timeout!r}: give a positive number of seconds, or None for no limit.")
     limits = Limits(max_body, max_header, limit_concurrency, read_timeout, drain_timeout)
-    access = Access(tuple(allow_origins), tuple(allow_hosts), expose_errors)  # type: ignore[arg-type]
+    access = Access(allow_origins, allow_hosts, expose_errors)  # type: ignore[arg-type]
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
         raise WiringError(f"keep={keep!r}: give how many recent outputs and traffic rows to keep (0 or more).")
     if not isinstance(host, str) or not host:
