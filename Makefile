@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ROOT   := $(if $(filter 0,$(shell id -u)),--allow-root,)
 NBVAL  := $(BIN)/pytest --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
 
-.PHONY: lab test lint typecheck unit notebooks browser-deps binder-check execute-notebooks screenshots clean
+.PHONY: lab test lint typecheck unit notebooks browser-deps binder-check execute-notebooks screenshots soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,6 +75,11 @@ screenshots: $(STAMP) browser-deps
 	SVCKIT_SCREENSHOT=docs/dashboard.png $(BIN)/pytest tests/browser -q
 
 test: lint typecheck unit notebooks binder-check
+
+# SOAK_SECONDS (60) of steady HTTP, ZMQ and pipeline traffic while the flow is re-served every 2 s;
+# fails when a call fails, a message is lost, or RSS or descriptors grow (tests/test_soak.py: 5 s)
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py --seconds $${SOAK_SECONDS:-60}
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -7,6 +7,7 @@ agree on what a valid body is and what an error reply looks like.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from typing import Any
@@ -46,9 +47,24 @@ _DECODER = json.JSONDecoder(parse_constant=_no_constant)
 JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is too large for a float (it would be infinite)")
+    return value
+
+
+_FINITE_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+# a float that may overflow to infinity: a three-digit exponent, or 309 digits in a row
+_HUGE = re.compile(rb"\d[eE][+-]?\d{3}|\d{309}")
+
+
 def decode(raw: bytes) -> Any:
-    """Strict JSON from UTF-8 bytes: no NaN or Infinity. Raises ``BadRequest`` naming what is wrong."""
+    """Strict JSON from UTF-8 bytes: no NaN or Infinity, nor numbers too large for a float
+    (``1e400``). Raises ``BadRequest`` naming what is wrong."""
     try:
+        if _HUGE.search(raw) is not None:  # rare: only then is every float checked
+            return _FINITE_DECODER.decode(raw.decode("utf-8"))
         return _DECODER.decode(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise BadRequest(f"The request body is not UTF-8 text: {exc}.") from None

@@ -229,6 +229,29 @@ def _log_html(lines: list[LogLine]) -> str:
     return f'{_CSS}<div class="svckit-log"><b>log</b><table><tbody>{"".join(rows)}</tbody></table></div>'
 
 
+def _runtime_html() -> str:
+    """One line on the runtime all served things share: its worker pool and its loop stalls."""
+    rt = current()
+    if rt is None:
+        return ""
+    pool = rt.pool.stats()
+    stalls = rt.watchdog.stats()
+    full = pool["busy"] >= pool["max"]
+    text = (
+        f'worker pool: <span class="svckit-num svckit-pool-busy">{pool["busy"]}</span> of {pool["threads"]} '
+        f'threads busy (at most {pool["max"]}), <span class="svckit-num">{pool["queued"]}</span> calls queued, '
+        f'<span class="svckit-num">{pool["dropped"]}</span> dropped unrun (caller gone)'
+        + (" <b>full: blocking stages wait</b>" if full else "")
+        + f' · loop stalls: <span class="svckit-num svckit-stalls">{stalls["count"]}</span>'
+    )
+    last = stalls["last"]
+    if last is not None:
+        held = last["stage"] + (f" of {last['service']}" if last["service"] else "")
+        text += html.escape(f" (last: {held}, {last['seconds']:.1f} s, at {last['where']})")
+    warn = ' style="color:#b02a22"' if full or last is not None else ""
+    return f'{_CSS}<div class="svckit-log svckit-runtime"{warn}><small>{text}</small></div>'
+
+
 def _links(served: Served) -> list[str | None]:
     proxied = getattr(served, "proxy_url", None)
     return [served.url, proxied, served.zmq_url]
@@ -293,6 +316,7 @@ class Dashboard:
         self.log_lines = log_lines
         self.cards: list[_Card] = []
         self.log = w.HTML(layout=w.Layout(border="1px solid #ddd", padding="2px 8px", margin="4px 0"))
+        self.runtime_info = w.HTML()  # the worker pool and loop stalls, shared by every served thing
         self._logs = log_buffer()
         self._log_seen: tuple[int, tuple[str, ...] | None] | None = None
         # _view_count=0 asks the frontend to report its views: once shown, a dashboard
@@ -319,7 +343,7 @@ class Dashboard:
     def _set_cards(self, served: list[Served]) -> None:
         self.cards = [_Card(s, self.rows) for s in served]
         self.box._svckit_label = ", ".join(s.name for s in served) or "nothing served"
-        self.box.children = [*([c.box for c in self.cards] or [_empty()]), self.log]
+        self.box.children = [*([c.box for c in self.cards] or [_empty()]), self.runtime_info, self.log]
 
     def _views_changed(self, count: int | None) -> None:
         """The frontend reported how many views of the dashboard it shows."""
@@ -347,6 +371,10 @@ class Dashboard:
             for card in self.cards:
                 sent += card.apply(card.render())
             sent += self._refresh_log()
+            info = _runtime_html()
+            if self.runtime_info.value != info:
+                self.runtime_info.value = info
+                sent += 1
             self.updates += sent
             self._last = time.monotonic()
             return sent
@@ -378,6 +406,7 @@ class Dashboard:
             for card in self.cards:
                 card.close()
             self.log.close()
+            self.runtime_info.close()
             self.box.close()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:

@@ -9,6 +9,10 @@
     ├── UnknownAction         no such action on this endpoint (HTTP 404)
     ├── Unauthorized          a token was required and not given (HTTP 401)
     ├── TooManyRequests       a request past a throttle's rate (HTTP 429)
+    ├── Forbidden             a foreign Origin, or a Host that does not name this server (HTTP 403)
+    ├── UnsupportedMediaType  a POST that is not Content-Type: application/json (HTTP 415)
+    ├── RequestTimeout        a client too slow to send its request (HTTP 408)
+    ├── HeadersTooLarge       a request line and headers over the limit (HTTP 431)
     ├── BadResult             a service returned something that is not JSON-able (HTTP 500)
     ├── ServiceTimeout        a request took longer than the served timeout (HTTP 504)
     ├── ServiceUnavailable    the served thing is failed or stopped (HTTP 503)
@@ -35,9 +39,12 @@ __all__ = [
     "ConfigError",
     "ControlFlow",
     "Fatal",
+    "Forbidden",
+    "HeadersTooLarge",
     "PayloadTooLarge",
     "PortInUse",
     "RemoteError",
+    "RequestTimeout",
     "Retry",
     "RetryExhausted",
     "ServiceTimeout",
@@ -48,6 +55,7 @@ __all__ = [
     "TooManyRequests",
     "Unauthorized",
     "UnknownAction",
+    "UnsupportedMediaType",
     "WiringError",
 ]
 
@@ -236,6 +244,31 @@ class Fatal(ControlFlow):
     """
 
     status = 503
+
+
+class Forbidden(SvckitError):
+    """A request refused for where it comes from: a web page of a foreign ``Origin`` (not in
+    ``allow_origins``), or a ``Host`` that does not name this server (DNS rebinding)."""
+
+    status = 403
+
+
+class UnsupportedMediaType(SvckitError):
+    """A POST whose body is not declared ``Content-Type: application/json``."""
+
+    status = 415
+
+
+class RequestTimeout(SvckitError):
+    """A client that did not send its request line, headers or body within ``read_timeout``."""
+
+    status = 408
+
+
+class HeadersTooLarge(SvckitError):
+    """A request line and headers over ``max_header`` bytes."""
+
+    status = 431
 
 
 _KNOWN: dict[str, type[SvckitError]] = {}

@@ -394,10 +394,10 @@ def token_check(owner: str, token: str) -> Middleware:
             given = request.token
             given_bytes = given.encode() if isinstance(given, str) else (given or b"")
             if not hmac.compare_digest(given_bytes, expected):
+                # names nothing served: a caller without the token learns no name or action
                 raise Unauthorized(
-                    f"{owner!r} needs a token: send 'Authorization: Bearer <token>' over HTTP, "
-                    "or the token as the frame after the JSON over ZMQ.",
-                    service=owner,
+                    "This needs a token: send 'Authorization: Bearer <token>' over HTTP, "
+                    "or the token as the frame after the JSON over ZMQ."
                 )
 
     return _own_check(check_token, "token")

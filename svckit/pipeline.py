@@ -8,6 +8,12 @@ What happens when the queue is full (a stage slower than the source):
 - ``every`` and ``loop()``: the next tick waits (a sync ``loop()``'s ``emit`` waits too);
   an ``async`` loop's ``emit`` drops the message, counted.
 - ``subscribe``: the message is dropped and counted (PUB/SUB keeps the freshest data).
+
+Re-serving a flow whose ``pull`` or ``subscribe`` reads the same socket stops the old
+pipeline without closing that socket: the messages it had queued go back to the source
+and the new pipeline takes both over (``Pipeline.stop(successor=...)``, ``open_pipeline
+(previous=...)``), so the peer stays connected and nothing is lost. Stopping counts every
+message read and not handled as dropped (see ``sources.py``).
 """
 
 from __future__ import annotations
@@ -59,9 +65,15 @@ class Pipeline:
         """Count messages the source could not queue (a full queue), with a traffic row."""
         self.path.metrics.drop(count, self.via, self.path.name, size)
 
+    @property
+    def max_body(self) -> int:
+        """The largest message the source takes in (the served thing's ``max_body``)."""
+        return self.path.limits.max_body
+
     def pending(self) -> int:
-        """Messages taken in but not finished: queued or being handled."""
-        return self.queue.qsize() + len(self._busy)
+        """Messages taken in but not finished: held by the source, queued or being handled."""
+        backlog = self.source.backlog if isinstance(self.source, Source) else 0
+        return self.queue.qsize() + len(self._busy) + backlog
 
     # -- lifecycle (on the runtime loop) ---------------------------------------------
     async def start(self) -> None:
@@ -81,19 +93,31 @@ class Pipeline:
             raise RuntimeError(f"the source of {self.path.name!r} ended at once")
         self._consumers = [loop.create_task(self._consume(i)) for i in range(self.concurrency)]
 
-    async def stop(self, drain: bool, timeout: float) -> None:
-        """Stop producing, release the source's socket, then finish the queue (``drain``)
-        or just the messages in flight; what is left is counted as dropped."""
+    async def stop(self, drain: bool, timeout: float, successor: Service | None = None) -> bool:
+        """Stop producing and let the messages in flight finish (at most ``timeout`` s).
+
+        With ``successor``, the node served next (a re-serve), whose source can take over
+        this one's socket (``Source.fits``): the socket stays open, the queued messages go
+        back to the source ahead of what it held, and True is returned; ``open_pipeline``
+        then hands all of it on. Otherwise the socket is released first, the queue is
+        handled (``drain``, at most ``timeout`` s), and every message read but not handled
+        (queued, held, or left on the socket) is counted as dropped. Idempotent.
+        """
+        source = self.source
+        after = source_of(successor) if successor is not None else None
+        keep = isinstance(after, Source) and isinstance(source, Source) and after.fits(source)
+        if keep or not drain:
+            self.stopping = True  # consumers finish the message in hand and take no more
         producer, self._producer = self._producer, None
         if producer is not None:
             producer.cancel()
             with contextlib.suppress(BaseException):
                 await producer
-        if isinstance(self.source, Source):
-            await self.source.close()
-        else:
-            self.source.__dict__.pop("_emit_hook", None)
-        if drain:
+        if not isinstance(source, Source):
+            source.__dict__.pop("_emit_hook", None)
+        elif not keep:
+            await source.close()
+        if drain and not keep:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.queue.join(), timeout)
         self.stopping = True
@@ -106,10 +130,19 @@ class Pipeline:
                 task.cancel()
             await asyncio.gather(*self._consumers, return_exceptions=True)
         self._consumers = []
-        left = self.queue.qsize()
+        left: list[bytes] = []
+        queue = self.queue
+        while not queue.empty():
+            left.append(queue.get_nowait())
+            queue.task_done()
+        if keep:
+            assert isinstance(source, Source)
+            source.hold(left)
+            return True
         if left:
-            self.drop(left)
-            logger.info("%r stopped with %d queued messages not processed", self.path.name, left)
+            self.drop(len(left), sum(map(len, left)))
+            logger.info("%r stopped with %d queued messages not processed", self.path.name, len(left))
+        return False
 
     # -- consuming -----------------------------------------------------------------
     async def _started(self) -> None:
@@ -253,7 +286,10 @@ class Batcher:
     def _run(self, batch: list[Any]) -> list[tuple[bool, Any]]:
         results: list[tuple[bool, Any]] = []
         start = time.perf_counter()
-        for fn, args, _ in batch:
+        for fn, args, future in batch:
+            if future.done():  # its caller has gone (a served timeout): not run, as the pool does
+                results.append((False, asyncio.CancelledError()))
+                continue
             try:
                 results.append((True, fn(*args)))
             except BaseException as exc:  # handed to the awaiting coroutine, as run_in_executor does
@@ -290,9 +326,19 @@ def source_of(node: Service) -> Service:
         node = parts[0][1]
 
 
-async def open_pipeline(path: RequestPath, node: Service, rt: Runtime) -> Pipeline:
-    """Start the pipeline of the bound source node ``node`` (on the runtime loop)."""
+async def open_pipeline(path: RequestPath, node: Service, rt: Runtime, previous: Pipeline | None = None) -> Pipeline:
+    """Start the pipeline of the bound source node ``node`` (on the runtime loop).
+
+    ``previous`` is the last generation's pipeline, stopped with ``successor=node``: its
+    source's socket and backlog go to ``node``'s source when it fits, else it is closed.
+    """
     source = source_of(node)
+    if previous is not None:
+        old = previous.source
+        if isinstance(source, Source) and isinstance(old, Source) and source.fits(old):
+            source.take_over(old)
+        else:
+            await previous.stop(drain=False, timeout=1.0)
     if not isinstance(source, Source) and not callable(getattr(source, "loop", None)):
         raise WiringError(f"{path.name!r} is a source but {source.name!r} has no loop(); nothing can run it.")
     pipe = Pipeline(path, source, rt)

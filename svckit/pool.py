@@ -7,6 +7,7 @@ import collections
 import concurrent.futures
 import contextlib
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from .errors import StateError
 
 __all__ = ["WorkerPool", "resolve"]
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -52,7 +54,16 @@ class WorkerPool(concurrent.futures.Executor):
     one). So that stages stuck like this cannot starve everything else the runtime
     serves, a job that has waited ``STUCK`` seconds with every worker busy gets a thread
     of its own beyond ``workers``, up to ``limit``; such extra threads end as soon as
-    they find the queue empty.
+    they find the queue empty. The runtime's pool has 32 workers and a limit of 256
+    threads (``SVCKIT_WORKERS`` sets the workers; the limit is eight times that). Once
+    ``limit`` threads are stuck, every blocking call of everything the runtime serves
+    waits in the queue, and its requests time out: ``stats()`` and ``GET /status``
+    (``"pool"``) show it, and it is logged once each time the pool fills up.
+
+    A job whose caller has gone before a worker took it (its future was cancelled: the
+    served timeout answered 504, or the client went away) is dropped unrun and counted
+    in ``dropped``; that costs one look at the future as the job is taken. A job that is
+    already running cannot be stopped: it runs to its end and its result is thrown away.
     """
 
     #: How long a job may wait in the queue before another worker is woken for it.
@@ -72,7 +83,10 @@ class WorkerPool(concurrent.futures.Executor):
         self._awake = 0  # workers running a job or about to look for one
         self._sleeping = 0  # workers waiting on _wake
         self._watching = False  # a stall check is scheduled on a loop
+        self._full = False  # a job waited STUCK s with all ``limit`` threads busy (logged once until not)
         self._closed = False
+        #: Jobs dropped unrun because their caller had gone (their future was cancelled).
+        self.dropped = 0
 
     def run(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Run ``fn(*args)`` on a worker; the returned future is resolved on ``loop``."""
@@ -122,35 +136,68 @@ class WorkerPool(concurrent.futures.Executor):
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the loop: wake a worker for every job queued longer than ``STALL`` (its workers
-        are busy with slow jobs), and look again while jobs wait."""
+        are busy with slow jobs), and look again while jobs wait. Jobs whose caller has gone
+        get no thread; those at the head of the queue are dropped here."""
         with self._lock:
             jobs = self._jobs
+            while jobs and _gone(jobs[0]):
+                jobs.popleft()
+                self.dropped += 1
             if not jobs or self._closed:
                 self._watching = False
+                if self._awake < self.limit:
+                    self._full = False
                 return
             now = time.monotonic()
             late, stuck = now - self.STALL, now - self.STUCK
+            newly_full = False
             for job in jobs:
-                if job[4] > late or not self._start_one(stuck=job[4] <= stuck):
+                if job[4] > late:
                     break
-            with contextlib.suppress(RuntimeError):  # the loop is closing: the pool is shut down with it
+                if _gone(job):
+                    continue
+                if self._start_one(stuck=job[4] <= stuck):
+                    self._full = False
+                    continue
+                if job[4] <= stuck:  # no thread for it even beyond ``workers``: told once
+                    newly_full, self._full = not self._full, True
+                break
+            try:
                 loop.call_later(self.STALL, self._watch, loop)
+            except RuntimeError:  # the loop is closing: the pool is shut down with it
+                self._watching = False
                 return
-            self._watching = False
+        if newly_full:
+            logger.warning(
+                "All %d svckit worker threads are busy (a blocking stage that outlived its timeout keeps "
+                "its thread): blocking calls queue, and every served thing's plain def stages wait or "
+                "time out until a thread is free. SVCKIT_WORKERS sets the pool's size (a limit of 8 times it).",
+                self.limit,
+            )
 
     def _work(self) -> None:
         jobs = self._jobs
         lock = self._lock
         while True:
             with lock:
-                while not jobs:
-                    self._awake -= 1
-                    if self._closed or len(self._threads) > self.workers:  # closed, or an extra thread
-                        self._threads.remove(threading.current_thread())
-                        return
-                    self._sleeping += 1
-                    self._wake.wait()
-                fn, args, loop, future, _ = jobs.popleft()
+                while True:
+                    while not jobs:
+                        self._awake -= 1
+                        if self._closed or len(self._threads) > self.workers:  # closed, or an extra thread
+                            self._threads.remove(threading.current_thread())
+                            return
+                        self._sleeping += 1
+                        self._wake.wait()
+                    job = jobs.popleft()
+                    # Its caller has gone (the served timeout cancelled the future, or the
+                    # client left): drop it unrun. A future only cancelled once this look is
+                    # past runs to its end, like any job already running.
+                    if job[2] is None or not job[3].done():
+                        break
+                    self.dropped += 1
+                    del job
+            fn, args, loop, future, _ = job
+            del job
             if loop is None:  # submit(): a concurrent.futures.Future
                 if future.set_running_or_notify_cancel():
                     try:
@@ -166,6 +213,21 @@ class WorkerPool(concurrent.futures.Executor):
                     loop.call_soon_threadsafe(resolve, future, ok, value)
                 del value
             del fn, args, future  # hold no message while idle
+
+    def stats(self) -> dict[str, int]:
+        """How busy the pool is: ``threads`` started, ``busy`` of them (running a job, or
+        about to take one), ``workers``, ``max`` threads (``limit``), ``queued`` jobs waiting
+        and ``dropped`` ones (their caller had gone)."""
+        with self._lock:
+            queued = sum(1 for job in self._jobs if not _gone(job))
+            return {
+                "threads": len(self._threads),
+                "busy": self._awake,
+                "workers": self.workers,
+                "max": self.limit,
+                "queued": queued,
+                "dropped": self.dropped,
+            }
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop taking jobs and end the threads once the queue is done (dropped, with ``cancel_futures``)."""
@@ -189,3 +251,9 @@ class WorkerPool(concurrent.futures.Executor):
         if wait:
             for thread in threads:
                 thread.join()
+
+
+def _gone(job: tuple[Any, ...]) -> bool:
+    """Whether a queued job's caller has gone: a job of ``run`` whose asyncio future is done
+    (cancelled) before it ran. ``submit`` jobs are checked by ``set_running_or_notify_cancel``."""
+    return job[2] is not None and job[3].done()  # type: ignore[no-any-return]

@@ -38,6 +38,7 @@ from .errors import (
     ServiceUnavailable,
     StopFlow,
     SvckitError,
+    Unauthorized,
     UnknownAction,
 )
 from .limits import Access, Limits
@@ -71,7 +72,8 @@ class _Deadlines:
         self.expired: set[asyncio.Task[Any]] = set()
         self.timer: asyncio.TimerHandle | None = None
 
-    def watch(self, task: asyncio.Task[Any], seconds: float) -> None:
+    def watch(self, task: asyncio.Task[Any], seconds: float) -> float:
+        """Cancel ``task`` once ``seconds`` have passed; its deadline (on the loop's clock)."""
         deadline = self.loop.time() + seconds
         self.tasks[task] = deadline
         timer = self.timer
@@ -79,6 +81,7 @@ class _Deadlines:
             if timer is not None:
                 timer.cancel()
             self.timer = self.loop.call_at(deadline, self._sweep)
+        return deadline
 
     def done(self, task: asyncio.Task[Any]) -> bool:
         """Stop watching ``task``; True when its deadline passed and it was cancelled for that."""
@@ -300,7 +303,7 @@ class RequestPath:
             assert task is not None
             deadlines = self._deadlines = _Deadlines(task.get_loop())
         cancelling = task.cancelling()
-        deadlines.watch(task, seconds)
+        deadline = deadlines.watch(task, seconds)
         try:
             await node.arun(msg, self.runtime)
         except asyncio.CancelledError as exc:
@@ -314,8 +317,18 @@ class RequestPath:
             if deadlines.done(task):
                 task.uncancel()
             raise
-        if deadlines.done(task):
+        late = deadlines.done(task)
+        if late:
             task.uncancel()
+        if late or deadlines.loop.time() > deadline:
+            # it finished, but past its deadline: a stage that held the loop (the watchdog
+            # names it) is answered as late as it is, not 200 after the time it was given
+            raise ServiceTimeout(
+                f"Service {self.name!r} did not answer within {seconds} s (the served timeout); it finished "
+                f"{deadlines.loop.time() - deadline + seconds:.2f} s after the request (an async stage that "
+                "computes without awaiting holds the runtime loop: await between steps, or make it a plain def).",
+                service=self.name,
+            )
 
     def expire(self, gen: Generation | None = None) -> int:
         """Answer every request of ``gen`` (default: the current one) still in flight with
@@ -352,6 +365,7 @@ class RequestPath:
         self.metrics.error(type(exc).__name__, redact_paths(message) if redact else message, service, now)
         if not isinstance(exc, SvckitError):
             logger.info("service %r raised %s: %s", service, type(exc).__name__, exc)
-        status, body = error_reply(exc, redact=redact, service=service, request_id=request.id)
+        shown = None if isinstance(exc, Unauthorized) else service  # no name for a caller without the token
+        status, body = error_reply(exc, redact=redact, service=shown, request_id=request.id)
         self.metrics.replied_one(request.transport, request.action, len(body), start, now, status, request.id)
         return status, body

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from .errors import StateError
 from .logs import log_buffer
 from .pool import WorkerPool
+from .watchdog import Watchdog, threshold_from_env
 
 __all__ = ["Runtime", "WorkerPool", "at_shutdown", "current", "runtime", "run_here", "shutdown"]
 
@@ -55,6 +56,12 @@ class Runtime:
     Get the process's runtime with ``sk.runtime()``; it starts on first use and stops
     with ``sk.shutdown()`` or at interpreter exit.
 
+    ``pool`` runs blocking stages: ``workers`` threads (32, or ``SVCKIT_WORKERS``), and up
+    to eight times as many while blocking calls are stuck (see ``WorkerPool``).
+    ``watchdog`` notices when the loop stops turning (an ``async def`` stage computing
+    without awaiting) and logs which stage holds it: its ``threshold`` is 0.5 s, or
+    ``SVCKIT_STALL_MS`` (0 turns it off).
+
     Examples
     --------
     >>> import svckit as sk
@@ -64,7 +71,9 @@ class Runtime:
     3
     """
 
-    def __init__(self, workers: int = 32) -> None:
+    def __init__(self, workers: int | None = None) -> None:
+        if workers is None:
+            workers = _workers_from_env()
         self.loop = _new_loop()
         self.pool = WorkerPool(workers, limit=8 * workers)
         self._locals: dict[str, tuple[Any, Any, Any, int]] = {}
@@ -75,6 +84,9 @@ class Runtime:
         self.thread = threading.Thread(target=self._main, name="svckit-runtime", daemon=True)
         self.thread.start()
         self._ready.wait()
+        self.watchdog = Watchdog(self.loop, self.thread, threshold_from_env())
+        if self.watchdog.threshold > 0:
+            self.watchdog.start()
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -208,6 +220,19 @@ class Runtime:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<Runtime {state}, {len(self.served)} served>"
+
+
+def _workers_from_env() -> int:
+    """``SVCKIT_WORKERS`` (a positive number), else 32."""
+    raw = os.environ.get("SVCKIT_WORKERS", "").strip()
+    if raw:
+        try:
+            if int(raw) > 0:
+                return int(raw)
+        except ValueError:
+            pass
+        logger.warning("SVCKIT_WORKERS=%r is not a positive number of threads; using 32.", raw)
+    return 32
 
 
 def runtime() -> Runtime:

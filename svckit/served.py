@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from html import escape
 from typing import Any, ClassVar
 
+from .access import browser_check
 from .callables import is_async_callable
 from .display import Picture
 from .errors import StateError, WiringError
@@ -246,6 +247,8 @@ class Served:
             "uptime": round(time.time() - self.metrics.started, 3),
             "warnings": self.warnings(),
             **self.metrics.counters(),
+            "pool": self.runtime.pool.stats(),  # the runtime's, shared by everything it serves
+            "stalls": self.runtime.watchdog.stats(redact=not self.path.access.expose_errors),
         }
 
     def warnings(self) -> list[str]:
@@ -334,6 +337,8 @@ class Served:
         own: list[Middleware] = []
         if requests_log.isEnabledFor(logging.DEBUG):
             own.append(request_log(self.name))
+        # Host, Origin and Content-Type of HTTP requests, before the token: a web page is refused
+        own.append(browser_check(self.name, self.path.access, self.host, lambda: self.http_port))
         if self._token is not None:
             own.append(token_check(self.name, self._token))
         own.append(body_limit(self.path.limits.max_body))
@@ -417,20 +422,27 @@ class Served:
 
     def _start_http(self, endpoint: http_transport.HttpEndpoint | None, sock: Any) -> http_transport.HttpEndpoint:
         if endpoint is None:
-            endpoint = http_transport.HttpEndpoint(self.runtime, sock, self.host)
+            endpoint = http_transport.HttpEndpoint(self.runtime, sock, self.host, self.path.limits)
             self.runtime.call(endpoint.open())
         endpoint.attach(self)
         self.http_port = endpoint.port
         return endpoint
 
     def _start_pipeline(self) -> None:
+        previous, self._pipeline = self._pipeline, None  # one _stop_pipeline paused for a hand-over
         if self.bound is not None and self.bound.role == "source":
-            self._pipeline = self.runtime.call(open_pipeline(self.path, self.bound, self.runtime), timeout=10)
+            start = open_pipeline(self.path, self.bound, self.runtime, previous)
+            self._pipeline = self.runtime.call(start, timeout=10)
+        elif previous is not None and self.runtime.running:
+            self.runtime.call(previous.stop(drain=False, timeout=1.0), timeout=10)
 
-    def _stop_pipeline(self, drain: bool, timeout: float = 5.0) -> None:
+    def _stop_pipeline(self, drain: bool, timeout: float = 5.0, successor: Service | None = None) -> None:
+        """Stop the pipeline; with ``successor`` (the node served next) whose source can take
+        over its socket, it is only paused and kept for ``_start_pipeline`` to hand on."""
         pipe, self._pipeline = self._pipeline, None
         if pipe is not None and self.runtime.running:
-            self.runtime.call(pipe.stop(drain, timeout), timeout=2 * timeout + 5)
+            paused = self.runtime.call(pipe.stop(drain, timeout, successor), timeout=2 * timeout + 5)
+            self._pipeline = pipe if paused else None
 
     def _close_endpoints(self, park: bool, grace: float = 5.0) -> None:
         """Close the ZMQ endpoint; leave the HTTP port answering 503 for this while others
@@ -590,7 +602,7 @@ class Served:
             self.timeout, self._token, self.path.limits, self.path.access, self.middleware = before
             raise
         try:
-            self._stop_pipeline(drain=True)
+            self._stop_pipeline(drain=True, successor=bound)  # a source on the same socket takes it over
             self.node, self.bound, self._memo, self._actions = node, bound, binder.memo, actions
             self.path.gen = gen
             if keep is not None:
@@ -674,7 +686,7 @@ class Served:
             endpoint, sock = self._claim_http(http)
             new = endpoint
             if new is None:
-                new = http_transport.HttpEndpoint(self.runtime, sock, self.host)
+                new = http_transport.HttpEndpoint(self.runtime, sock, self.host, self.path.limits)
                 self.runtime.call(new.open())
         old, self._http = self._http, None
         if old is not None and old.detach(self):

@@ -6,6 +6,17 @@ message through the request path (without encoding a reply nobody reads), so pip
 messages are counted in the served metrics and show in ``Served.outputs``/``Served.traffic``
 like requests. What each source does when that queue is full is in ``pipeline.py``.
 
+``subscribe`` and ``pull`` bound the frames they take in by the served thing's ``max_body``
+(``sk.serve(..., max_body=)``, as for requests): libzmq drops the connection of a peer that
+sends a larger one, unread and uncounted (``zmqnet.limit_frames``). Re-serving a flow whose
+source reads the same socket (same address, ``bind``, ``hwm`` and topic) hands the open
+socket and the messages read but not yet handled to the new flow, so nothing is lost and
+the peer never sees a disconnect. Stopping counts as dropped every message read and not
+handled, including what the socket had queued; what still sits in the kernel's or the
+sender's buffers was never read and is not counted: a PUSH sender holds it (it blocks or
+queues at its high-water mark) and, when it connected to a bound ``pull``, delivers it once
+that is served again.
+
 A request to a source pipeline's action (HTTP or ZMQ) enters the flow at the top like
 an emitted message does: through the source's ``process()`` when it has one, otherwise
 straight into the next stage. Its ``@sk.handle`` actions are served as usual.
@@ -13,6 +24,10 @@ straight into the next stage. Its ``@sk.handle`` actions are served as usual.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,12 +36,12 @@ from .running import Binder, copies_of
 from .service import Service
 
 if TYPE_CHECKING:
-    import asyncio
-
     import zmq
     import zmq.asyncio
 
 __all__ = ["Every", "Pull", "Source", "Subscribe", "every", "pull", "subscribe"]
+
+logger = logging.getLogger(__name__)
 
 
 class Pipe(Protocol):
@@ -35,6 +50,9 @@ class Pipe(Protocol):
     runtime: Any
     queue: asyncio.Queue[bytes]
     opened: asyncio.Event
+
+    @property
+    def max_body(self) -> int: ...
 
     def drop(self, count: int = 1, size: int = 0) -> None: ...
     async def tick(self, fn: Callable[[], Any], seconds: float, output: str) -> None: ...
@@ -63,6 +81,23 @@ class Source(Service):
 
     async def produce(self, pipe: Pipe) -> None:  # pragma: no cover - overridden
         """Open what it reads from, set ``pipe.opened``, then put messages into ``pipe.queue``."""
+        raise NotImplementedError
+
+    # -- re-serving: what a source hands on to the next generation's ---------------------
+    @property
+    def backlog(self) -> int:
+        """Messages read and held, not yet queued (a re-serve hands them on)."""
+        return 0
+
+    def fits(self, old: Source) -> bool:
+        """True when this source can take over what ``old`` (the last generation's) reads from."""
+        return False
+
+    def take_over(self, old: Source) -> None:
+        """Take ``old``'s open socket and backlog (after ``fits``)."""
+
+    def hold(self, messages: list[bytes]) -> None:
+        """Keep ``messages`` (read, queued, not handled) ahead of the backlog, to hand on."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -122,10 +157,20 @@ class _ZmqSource(Source):
         self.concurrency = max(1, concurrency)
         self._address: str | None = None
         self._asock: zmq.asyncio.Socket | None = None
+        self._sock: zmq.Socket[bytes] | None = None
+        # Read from the socket but not queued (the queue was full when the flow stopped):
+        # handed on with the socket, else counted dropped when it closes.
+        self._held: deque[bytes] = deque()
+        self._metrics: Any = None
+        self._owner = ""
 
     def _bound(self, binder: Binder) -> None:
         self._address = None
         self._asock = None
+        self._sock = None
+        self._held = deque()
+        self._metrics = binder.metrics
+        self._owner = binder.owner
 
     @property
     def address(self) -> str | None:
@@ -143,12 +188,13 @@ class _ZmqSource(Source):
     def _configure(self, sock: zmq.Socket[Any]) -> None:
         """Socket options before binding or connecting."""
 
-    async def _open_socket(self, rt: Any) -> tuple[zmq.asyncio.Socket, zmq.Socket[bytes]]:
-        from .zmqnet import bind, connect, make_socket
+    async def _open_socket(self, rt: Any, max_body: int) -> zmq.Socket[bytes]:
+        from .zmqnet import bind, connect, limit_frames, make_socket
 
         asock, sock = make_socket(rt, self.kind, self.hwm)
         try:
             self._configure(sock)
+            limit_frames(sock, max_body)
             if self.bind:
                 self._address = bind(sock, self.addr, self.kind_name)
             else:
@@ -157,29 +203,86 @@ class _ZmqSource(Source):
         except BaseException:
             asock.close(linger=0)
             raise
-        self._asock = asock
-        return asock, sock
+        self._asock, self._sock = asock, sock
+        return sock
+
+    def _key(self) -> tuple[Any, ...]:
+        """What must be the same for a re-serve to keep the socket."""
+        return type(self), self.addr, self.bind, self.hwm
+
+    @property
+    def backlog(self) -> int:
+        return len(self._held)
+
+    def fits(self, old: Source) -> bool:
+        return isinstance(old, _ZmqSource) and old._asock is not None and (old is self or old._key() == self._key())
+
+    def take_over(self, old: Source) -> None:
+        if old is self or not isinstance(old, _ZmqSource):
+            return
+        self._asock, self._sock, self._address = old._asock, old._sock, old._address
+        old._asock = old._sock = old._address = None
+        old._held.extend(self._held)
+        self._held, old._held = old._held, deque()
+
+    def hold(self, messages: list[bytes]) -> None:
+        self._held.extendleft(reversed(messages))
 
     async def close(self) -> None:
-        from .zmqnet import close_bound
+        """Close the socket, counting as dropped what it and the backlog still held."""
+        from .zmqnet import close_bound, sweep
 
         asock, self._asock = self._asock, None
+        sock, self._sock = self._sock, None
         address, self._address = self._address, None
+        lost = list(self._held)
+        self._held.clear()
         if asock is not None and not asock.closed:
+            if sock is not None:  # read and counted rather than freed unseen with the socket
+                lost += [frames[-1] for frames in sweep(sock, self.hwm or 100_000)]
             await close_bound(asock, address if self.bind else None)
+        if lost:
+            if self._metrics is not None:
+                self._metrics.drop(len(lost), self.via, self._owner, sum(map(len, lost)))
+            logger.info("%s closed with %d messages read and not handled (counted dropped)", self.describe(), len(lost))
+
+    def _gave_up(self) -> None:
+        """libzmq dropped the connection for good (a frame over ``max_body``) and it was made again."""
+        if self._metrics is not None:
+            self._metrics.drop(1, self.via, self._owner)
+        logger.warning(
+            "%s: the peer sent a frame over max_body (or broke the ZMQ protocol); libzmq dropped the "
+            "connection without reading it, and it was connected again (counted as one dropped message).",
+            self.describe(),
+        )
 
     @property
     def kind(self) -> int:
         raise NotImplementedError
 
     async def produce(self, pipe: Pipe) -> None:
-        from .zmqnet import Reader
+        from .zmqnet import Reader, keep_connected, limit_frames
 
-        _, sock = await self._open_socket(pipe.runtime)
+        sock = self._sock
+        if sock is None or self._asock is None or self._asock.closed:
+            sock = await self._open_socket(pipe.runtime, pipe.max_body)
+        else:  # taken over from the last generation, whose limit may have been another
+            limit_frames(sock, pipe.max_body)
         reader = Reader(sock)
+        watch = None  # a connecting socket is made again when libzmq gives up on it
+        if not self.bind:
+            watch = asyncio.get_running_loop().create_task(keep_connected(pipe.runtime, sock, self.addr, self._gave_up))
         pipe.opened.set()
-        queue, drop = pipe.queue, self.drops
+        queue, drop, held = pipe.queue, self.drops, self._held
         try:
+            while held:  # read by the last generation and not handled: first, in order
+                if not queue.full():
+                    queue.put_nowait(held.popleft())
+                elif drop:
+                    pipe.drop(1, len(held.popleft()))
+                else:
+                    await queue.put(held[0])  # cancelled here, it stays held
+                    held.popleft()
             async for frames in reader:
                 raw = frames[-1]
                 if not queue.full():
@@ -187,9 +290,17 @@ class _ZmqSource(Source):
                 elif drop:
                     pipe.drop(1, len(raw))
                 else:
-                    await queue.put(raw)  # backpressure: stop reading until the flow catches up
+                    # backpressure: stop reading until the flow catches up; the message is
+                    # held meanwhile, so a stop or a re-serve does not lose it
+                    held.append(raw)
+                    await queue.put(raw)
+                    held.pop()
         finally:
             reader.close()  # before close() closes the socket
+            if watch is not None:
+                watch.cancel()
+                with contextlib.suppress(BaseException):
+                    await watch
 
 
 class Subscribe(_ZmqSource):
@@ -239,6 +350,9 @@ class Subscribe(_ZmqSource):
         import zmq
 
         sock.setsockopt(zmq.SUBSCRIBE, self.topic)
+
+    def _key(self) -> tuple[Any, ...]:
+        return (*super()._key(), self.topic)
 
     def describe(self) -> str:
         return f"subscribe({self.addr!r}, {self.topic.decode(errors='replace')!r})"

@@ -6,12 +6,23 @@ Reading and writing follow DESIGN §3: wait once for readiness, then move messag
 ``NOBLOCK`` until the socket is empty, yielding to the loop every ``BATCH`` messages.
 Readers wait on the socket's ``ZMQ_FD`` with the loop's own ``add_reader`` (``Reader``):
 pyzmq's asyncio ``poll()`` cost more than half of a round trip here.
+
+Every receiving socket is bounded with ``limit_frames``: libzmq refuses a frame over
+``ZMQ_MAXMSGSIZE`` as soon as it has read its size, before allocating it, and drops the
+connection of the peer that sent it. That peer gets no reply (there is nobody left to
+send it to). On a bound socket the drop is not counted: libzmq tells a monitor only
+"disconnected", as for any peer that leaves, and the peer connects again by itself. A
+connecting socket does not reconnect after such a protocol error: ``keep_connected``
+notices it, connects again and counts it. A frame a little over the limit (up to
+``FRAME_SLACK``) is still read, so its sender hears ``PayloadTooLarge`` (413).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +35,7 @@ from .net import bindable, ports
 
 __all__ = [
     "BATCH",
+    "FRAME_SLACK",
     "MORE_NOBLOCK",
     "NOBLOCK",
     "Reader",
@@ -34,13 +46,19 @@ __all__ = [
     "close_bound",
     "connect",
     "context",
+    "keep_connected",
+    "limit_frames",
     "make_socket",
     "split_address",
+    "sweep",
     "tcp_address",
 ]
 
 #: Messages moved per readiness wait before yielding to the loop.
 BATCH = 256
+#: Bytes a frame may exceed ``max_body`` by and still be read (and answered 413): past it,
+#: libzmq drops the sender's connection without reading the frame.
+FRAME_SLACK = 64 * 1024
 # Plain ints: pyzmq's flag enums do their arithmetic in Python, per frame.
 NOBLOCK = _NOBLOCK = int(zmq.NOBLOCK)
 MORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
@@ -83,6 +101,84 @@ def make_socket(rt: Any, kind: int, hwm: int | None = None) -> tuple[zmq.asyncio
         asock.setsockopt(zmq.SNDHWM, hwm)
         asock.setsockopt(zmq.RCVHWM, hwm)
     return asock, zmq.Socket.shadow(asock.underlying)
+
+
+def limit_frames(sock: zmq.Socket[Any], max_body: int) -> None:
+    """Bound the frames ``sock`` takes in to ``max_body`` plus ``FRAME_SLACK`` (``ZMQ_MAXMSGSIZE``).
+
+    It applies to connections made from now on (set it before ``bind``/``connect``); a
+    peer that sends a larger frame is disconnected (see the module docstring).
+    """
+    sock.setsockopt(zmq.MAXMSGSIZE, max_body + FRAME_SLACK)
+
+
+def sweep(sock: zmq.Socket[bytes], most: int, seconds: float = 0.5) -> list[list[bytes]]:
+    """What ``sock`` holds right now: at most ``most`` messages, read for at most ``seconds``
+    without blocking (libzmq refills its queue from the network while we read)."""
+    out: list[list[bytes]] = []
+    deadline = time.monotonic() + seconds
+    recv = sock.recv
+    try:
+        while len(out) < most:
+            frame = recv(_NOBLOCK, copy=False)
+            frames = [frame.bytes]
+            while frame.more:
+                frame = recv(_NOBLOCK, copy=False)
+                frames.append(frame.bytes)
+            out.append(frames)
+            if not len(out) % BATCH and time.monotonic() > deadline:
+                break
+    except zmq.ZMQError:  # zmq.Again: empty; or closed
+        pass
+    return out
+
+
+_monitors = itertools.count()
+_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
+_AGAIN_EVENTS = int(zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECT_DELAYED | zmq.EVENT_CONNECTED)
+#: Seconds after a disconnect without libzmq arming its reconnect before connecting again ourselves.
+GAVE_UP = 1.0
+
+
+async def keep_connected(rt: Any, sock: zmq.Socket[bytes], addr: str, lost: Callable[[], None]) -> None:
+    """Connect ``sock`` to ``addr`` again whenever libzmq gives up on that connection, calling
+    ``lost()`` each time; runs (as a task) until cancelled.
+
+    libzmq reconnects by itself after a connection error, but a protocol error, such as a
+    frame over ``ZMQ_MAXMSGSIZE``, ends a connecting session for good. A monitor hears
+    "disconnected" for both; only after a connection error does "connect retried" follow,
+    at once (the reconnect timer is armed in the same step), so a disconnect that no sign of
+    reconnecting follows within ``GAVE_UP`` seconds is taken as given up. It costs one
+    monitor socket, read only when connections come and go.
+    """
+    where = f"inproc://svckit-monitor-{id(sock)}-{next(_monitors)}"
+    sock.monitor(where, _DISCONNECTED | _AGAIN_EVENTS)
+    amon, mon = make_socket(rt, zmq.PAIR)
+    reader: Reader | None = None
+    try:
+        mon.connect(where)
+        reader = Reader(mon)
+        async for frames in reader:
+            if _event(frames) != _DISCONNECTED:
+                continue
+            await asyncio.sleep(GAVE_UP)
+            if not any(_event(later) & _AGAIN_EVENTS for later in sweep(mon, 1000)):
+                with contextlib.suppress(zmq.ZMQError):  # the dead endpoint first, or a SUB stays deaf
+                    sock.disconnect(addr)
+                with contextlib.suppress(zmq.ZMQError):
+                    sock.connect(addr)
+                lost()
+    finally:
+        if reader is not None:
+            reader.close()
+        with contextlib.suppress(zmq.ZMQError):
+            sock.disable_monitor()
+        amon.close(linger=0)
+
+
+def _event(frames: list[bytes]) -> int:
+    """The event id of a monitor message (``zmq.utils.monitor.parse_monitor_message``)."""
+    return int(struct.unpack_from("=h", frames[0])[0]) if frames and len(frames[0]) >= 2 else 0
 
 
 def tcp_address(host: str, port: int | str) -> str:
@@ -158,7 +254,10 @@ class Reader:
 
     Waits for readiness with ``loop.add_reader`` on the socket's ``ZMQ_FD``, then receives
     with ``NOBLOCK`` until the socket is empty, yielding to the loop every ``BATCH``
-    messages. ``ZMQ_FD`` only signals edges, and any ``recv``, ``send`` or ``EVENTS`` read
+    messages. Each frame is received as a ``zmq.Frame`` (``copy=False``: cheaper here than
+    pyzmq's copying ``recv`` and an ``RCVMORE`` look-up per frame) and copied once into
+    ``bytes``; the frame is freed as soon as the message is returned, and ``limit_frames``
+    bounds both. ``ZMQ_FD`` only signals edges, and any ``recv``, ``send`` or ``EVENTS`` read
     on the socket may consume one: so ``ZMQ_EVENTS`` is checked before every wait, and
     code that sends on the same socket calls ``sent()`` afterwards, or a message that
     arrived meanwhile would wait unseen. Iteration ends when the socket is closed.

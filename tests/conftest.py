@@ -23,6 +23,8 @@ _URLLIB = r"""
 import sys, urllib.request, urllib.error
 method, url, body = sys.argv[1], sys.argv[2], sys.stdin.buffer.read()
 headers = dict(h.split(": ", 1) for h in sys.argv[3:])
+if method == "POST":
+    headers.setdefault("Content-Type", "application/json")  # as curl is told below
 req = urllib.request.Request(url, data=body if method == "POST" else None, method=method, headers=headers)
 try:
     with urllib.request.urlopen(req, timeout=20) as r:

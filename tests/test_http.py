@@ -162,7 +162,7 @@ def test_a_large_body_over_the_limit_is_answered_not_dropped(sk_serve):
     srv = sk_serve(WORDCOUNT, name="wc", max_body=1000)
     body = json.dumps({"text": "x" * (4 << 20)}).encode()
     with socket.create_connection(("127.0.0.1", srv.http_port), timeout=10) as s:
-        s.sendall(b"POST /wc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        s.sendall(b"POST /wc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n")
         s.sendall(b"Content-Length: %d\r\n\r\n" % len(body))
         try:
             s.sendall(body)

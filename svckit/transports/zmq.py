@@ -8,6 +8,14 @@ the token (when the served thing has one), then a request id; without a token th
 third frame is the request id. A request that carried an id gets it back as a last
 frame, ``[status, json, id]``, so two-frame clients keep working.
 
+Every request gets an answer frame, but for one case: a frame larger than ``max_body``
+(plus ``zmqnet.FRAME_SLACK``) is refused by libzmq before it is read (``ZMQ_MAXMSGSIZE``),
+and the connection of the peer that sent it is dropped, so no reply can reach it (a REQ
+client waits for its own timeout). At most ``limit_concurrency`` requests run at once;
+past it the endpoint stops reading and ZMQ queues the rest. A reply that cannot be
+delivered (the requester left, or its queue stayed full) is counted once, as
+``disconnected``.
+
 The socket helpers (context, binding, the batched ``Reader``) are in ``zmqnet.py``.
 """
 
@@ -16,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hmac
 import logging
 import time
 from typing import Any, Protocol
@@ -23,19 +32,36 @@ from typing import Any, Protocol
 import zmq
 import zmq.asyncio
 
-from ..errors import BadRequest, StateError, UnknownAction
+from ..codec import error_reply
+from ..errors import BadRequest, ServiceUnavailable, StateError, Unauthorized, UnknownAction
+from ..limits import Limits
 from ..middleware import Request
 from ..request import RequestPath
-from ..zmqnet import MORE_NOBLOCK, NOBLOCK, SEND, Reader, bind, close_bound, make_socket, split_address, tcp_address
+from ..zmqnet import (
+    BATCH,
+    MORE_NOBLOCK,
+    NOBLOCK,
+    SEND,
+    Reader,
+    bind,
+    close_bound,
+    limit_frames,
+    make_socket,
+    split_address,
+    sweep,
+    tcp_address,
+)
 
 __all__ = ["ERROR", "OK", "ZmqEndpoint", "open_endpoint"]
 
 logger = logging.getLogger(__name__)
 
-#: Requests one endpoint answers at once; past this it stops reading (ZMQ queues the rest).
-MAX_INFLIGHT = 1024
 OK = b"ok"
 ERROR = b"error"
+# What ``_send`` says: sent; the requester's queue is full (retry); nobody to send it to.
+_SENT, _AGAIN, _GONE = 0, 1, 2
+#: Seconds a reply is retried while the requester's queue is full, before it counts as undelivered.
+RETRY_WINDOW = 1.0
 
 
 class Member(Protocol):
@@ -63,8 +89,12 @@ def open_endpoint(served: Member, port: int) -> ZmqEndpoint:
 class ZmqEndpoint:
     """A ROUTER socket answering ``[action, json]`` requests for one served thing.
 
-    Each request runs as its own task (at most ``MAX_INFLIGHT`` at once), so a slow
-    request never holds up the others; malformed requests get an error frame at once.
+    Each request runs as its own task (at most ``limits.limit_concurrency`` at once; past it
+    reading waits and ZMQ queues), so a slow request never holds up the others; malformed
+    requests get an error frame at once. Frames are bounded by ``limits.max_body`` (see the
+    module docstring). Stopping: ``pause()`` answers every new request ``ServiceUnavailable``
+    at once while those in flight finish over the open socket (``RequestPath.expire`` answers
+    the ones left 503 the same way); ``aclose()`` then frees the port.
     """
 
     def __init__(self, served: Member) -> None:
@@ -77,7 +107,10 @@ class ZmqEndpoint:
         self._reader: asyncio.Task[None] | None = None
         self._io: Reader | None = None
         self._inflight: set[asyncio.Task[None]] = set()
-        self._room: asyncio.Semaphore | None = None
+        self._limits: Limits | None = None
+        self._most = 1  # requests in flight at most: limits.limit_concurrency
+        self._room: asyncio.Future[None] | None = None  # set while reading waits for room
+        self._accepting = True
 
     def __repr__(self) -> str:
         return f"<ZmqEndpoint {self.served.name}>"
@@ -86,6 +119,7 @@ class ZmqEndpoint:
     async def open(self, port: int) -> None:
         asock, sock = make_socket(self.runtime, zmq.ROUTER, hwm=10_000)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a vanished peer raises instead of a silent drop
+        self._apply(self.served.path.limits, sock)  # before binding: it applies to new connections
         try:
             self.address = bind(sock, tcp_address(self.served.host, port or "*"), "ZMQ")
         except BaseException:
@@ -94,11 +128,24 @@ class ZmqEndpoint:
         parts = split_address(self.address)
         self.port = parts[1] if parts else port
         self._asock, self._sock = asock, sock
-        self._room = asyncio.Semaphore(MAX_INFLIGHT)
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
+    def _apply(self, limits: Limits, sock: zmq.Socket[bytes]) -> None:
+        """Take up the served thing's limits (at open, and when a re-serve changed them)."""
+        self._limits = limits
+        self._most = limits.limit_concurrency
+        limit_frames(sock, limits.max_body)
+        self._make_room()
+
+    async def pause(self) -> None:
+        """Stop taking requests, keeping the socket open: from now on each request read is
+        answered ``ServiceUnavailable`` at once (an error frame, counted), while requests in
+        flight finish and are answered (or expired with 503) over the open socket."""
+        self._accepting = False
+        self._make_room()
+
     def close(self, grace: float = 2.0) -> None:
-        """Stop reading, give in-flight requests ``grace`` s to be answered, free the port.
+        """Stop taking requests, give in-flight requests ``grace`` s to be answered, free the port.
 
         Blocking; call from the notebook's thread (``Served.stop`` does).
         """
@@ -110,35 +157,65 @@ class ZmqEndpoint:
         rt.call(self.aclose(grace), timeout=grace + 5)
 
     async def aclose(self, grace: float = 2.0) -> None:
+        """``close`` on the runtime loop; returns at once when nothing is in flight.
+
+        New requests are answered ``ServiceUnavailable`` while those in flight get ``grace``
+        seconds; the ones still running then are cancelled and answered 503 too, and so is
+        what is left queued on the socket. Then the socket is closed and the port freed.
+        """
+        await self.pause()
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=grace)
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
             with contextlib.suppress(BaseException):
                 await reader
-        if self._inflight:
-            await asyncio.wait(list(self._inflight), timeout=grace)
-            for task in list(self._inflight):
-                task.cancel()
+        late = list(self._inflight)
+        for task in late:
+            task.cancel()  # _answer tells each requester ServiceUnavailable
+        if late:
+            await asyncio.wait(late, timeout=1.0)
+        sock = self._sock
+        if sock is not None and not sock.closed:
+            for frames in sweep(sock, 16 * BATCH, 0.1):  # requests read by nobody yet: refused, not lost
+                self._dispatch(frames, None)
         asock, self._asock = self._asock, None
         if asock is not None and not asock.closed:
             await close_bound(asock, self.address)
 
     # -- the request path ------------------------------------------------------------
     async def _read(self) -> None:
-        sock, room = self._sock, self._room
-        assert sock is not None and room is not None
+        sock = self._sock
+        assert sock is not None
         loop = asyncio.get_running_loop()
         reader = self._io = Reader(sock)
+        inflight = self._inflight
         try:
-            await room.acquire()  # never suspends unless MAX_INFLIGHT requests are running
             async for frames in reader:
-                if self._dispatch(frames, loop) is not None:
-                    await room.acquire()
+                task = self._dispatch(frames, loop)
+                del frames  # not kept while reading waits: a large message would stay in memory
+                if task is not None and len(inflight) >= self._most:
+                    await self._wait_room()
         finally:
             self._io = None
             reader.close()
 
-    def _dispatch(self, frames: list[bytes], loop: asyncio.AbstractEventLoop) -> asyncio.Task[None] | None:
+    async def _wait_room(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._accepting and len(self._inflight) >= self._most:
+            room = self._room = loop.create_future()
+            try:
+                await room
+            finally:
+                self._room = None
+
+    def _make_room(self) -> None:
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)
+
+    def _dispatch(self, frames: list[bytes], loop: asyncio.AbstractEventLoop | None) -> asyncio.Task[None] | None:
         # The envelope is everything up to the first empty frame: the identity, plus any
         # identities that brokers in between added.
         try:
@@ -149,11 +226,14 @@ class ZmqEndpoint:
         body = frames[cut:] if cut else []
         served = self.served
         path = served.path
+        if path.limits is not self._limits and self._sock is not None:
+            self._apply(path.limits, self._sock)
+        expected = path.token
         token: bytes | None = None
         rid: bytes | None = None
-        most = 4 if path.token is not None else 3  # [action, json, (token,) id]
+        most = 4 if expected is not None else 3  # [action, json, (token,) id]
         if 2 < len(body) <= most:
-            if path.token is not None:
+            if expected is not None:
                 token = body[2]
                 rid = body[3] if len(body) == 4 else None
             else:
@@ -171,19 +251,31 @@ class ZmqEndpoint:
                 "send [b'', action, json])."
             )
         elif not 1 <= len(body) <= most:
-            then = "then its token, then a request id" if path.token is not None else "then a request id"
+            then = "then its token, then a request id" if expected is not None else "then a request id"
             problem = BadRequest(
                 f"A ZMQ request is [action, json] ({then}) after an empty delimiter frame; "
                 f"got {len(body)} frames after the delimiter."
             )
+        elif loop is None or not self._accepting:
+            problem = ServiceUnavailable(f"Service {served.name!r} is stopping.", service=served.name)
         elif action not in path.gen.nodes:
-            problem = UnknownAction(
-                f"No action {action!r} here; actions: {', '.join(served.actions)}.", service=served.name
-            )
+            # The token first, in constant time: a stranger learns nothing served here, not
+            # even its name or actions (the same refusal as middleware.token_check's).
+            if expected is not None and not hmac.compare_digest(token or b"", expected.encode()):
+                problem = Unauthorized(
+                    "This needs a token: send 'Authorization: Bearer <token>' over HTTP, "
+                    "or the token as the frame after the JSON over ZMQ."
+                )
+            else:
+                problem = UnknownAction(
+                    f"No action {action!r} here; actions: {', '.join(served.actions)}.", service=served.name
+                )
         if problem is not None:
             _, reply = path.reject(problem, request)
-            self._send([*envelope, ERROR, reply, *echo])
+            if self._send([*envelope, ERROR, reply, *echo]) != _SENT:
+                path.undelivered(request, len(reply))
             return None
+        assert loop is not None
         task = loop.create_task(self._answer(envelope, request, echo))
         self._inflight.add(task)
         task.add_done_callback(self._finished)
@@ -191,29 +283,40 @@ class ZmqEndpoint:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        if self._room is not None:
-            self._room.release()
+        if self._room is not None and len(self._inflight) < self._most:
+            self._make_room()
         if not task.cancelled() and task.exception() is not None:
             logger.error("ZMQ reply task of %r failed", self.served.name, exc_info=task.exception())
 
     async def _answer(self, envelope: list[bytes], request: Request, echo: list[bytes]) -> None:
-        status, body = await self.served.path.handle(request)
+        path = self.served.path
+        try:
+            status, body = await path.handle(request)
+        except asyncio.CancelledError:
+            # Cut short (the endpoint closing, a shutdown): the request path counted it as a
+            # 503; the requester hears so too, rather than nothing.
+            name = self.served.name
+            gone = ServiceUnavailable(f"Service {name!r} stopped before it answered.", service=name)
+            _, body = error_reply(gone, service=name, request_id=request.id)
+            if self._send([*envelope, ERROR, body, *echo]) != _SENT:
+                path.undelivered(request, len(body))
+            raise
         frames = [*envelope, OK if status == 200 else ERROR, body, *echo]
-        action = request.action
-        if not self._send(frames):
+        outcome = self._send(frames)
+        if outcome == _AGAIN:
             # The requester's queue is full (ROUTER_MANDATORY turns that into EAGAIN): retry briefly.
-            deadline = time.monotonic() + 1.0
-            while time.monotonic() < deadline:
+            deadline = time.monotonic() + RETRY_WINDOW
+            while outcome == _AGAIN and time.monotonic() < deadline:
                 await asyncio.sleep(0.002)
-                if self._send(frames, retry=True):
-                    return
-            self.served.path.metrics.drop(1, "zmq", action, len(body))
+                outcome = self._send(frames)
+        if outcome != _SENT:
+            path.undelivered(request, len(body))
 
-    def _send(self, frames: list[bytes], retry: bool = False) -> bool:
-        """Send a reply without blocking; False when it should be retried."""
+    def _send(self, frames: list[bytes]) -> int:
+        """Send a reply without blocking: ``_SENT``, ``_AGAIN`` (retry) or ``_GONE``."""
         sock = self._sock
         if sock is None or sock.closed:
-            return True
+            return _GONE
         try:
             # send_multipart, without its per-frame checks and flag-enum arithmetic. ZMQ
             # queues a multipart message atomically: EAGAIN can only come on the first frame.
@@ -222,15 +325,12 @@ class ZmqEndpoint:
                 send(sock, frame, MORE_NOBLOCK)
             send(sock, frames[-1], NOBLOCK)
         except zmq.Again:
-            return False
+            return _AGAIN
         except zmq.ZMQError as exc:
-            if exc.errno == errno.EHOSTUNREACH:  # the requester went away: nobody to answer
-                self.served.path.metrics.drop(1, "zmq", "", len(frames[-1]))
-                return True
-            if exc.errno in (zmq.ENOTSOCK, zmq.ETERM):
-                return True
+            if exc.errno in (errno.EHOSTUNREACH, zmq.ENOTSOCK, zmq.ETERM):  # the requester or the socket is gone
+                return _GONE
             raise
         finally:
             if self._io is not None:
                 self._io.sent()  # the send may have taken the FD's edge for a new request
-        return True
+        return _SENT
