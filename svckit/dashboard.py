@@ -249,7 +249,7 @@ def _runtime_html() -> str:
         held = last["stage"] + (f" of {last['service']}" if last["service"] else "")
         text += html.escape(f" (last: {held}, {last['seconds']:.1f} s, at {last['where']})")
     warn = ' style="color:#b02a22"' if full or last is not None else ""
-    return f'{_CSS}<div class="svckit-log svckit-runtime"{warn}><small>{text}</small></div>'
+    return f'{_CSS}<div class="svckit-runtime"{warn}><small>{text}</small></div>'
 
 
 def _links(served: Served) -> list[str | None]:

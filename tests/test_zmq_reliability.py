@@ -301,8 +301,9 @@ def _until_still(count: Callable[[], int], total: int, timeout: float, still: fl
 def test_reserving_a_pull_pipeline_hands_its_socket_and_backlog_over(
     sk_serve: Callable[..., sk.Served], zsock: Any
 ) -> None:
-    """20 000 numbered messages from an unthrottled PUSH, a 0.5 ms stage, one re-serve midway:
-    every message arrives exactly once (before: most of the backlog vanished, dropped 0)."""
+    """20 000 numbered messages from an unthrottled PUSH, a slow stage (2 ms, one at a time,
+    so most of them are still queued), one re-serve midway to a quick one: every message
+    arrives exactly once (before: most of the backlog vanished, dropped 0)."""
     total = 20_000
     seen: list[int] = []
     push = zsock(zmq.PUSH)
@@ -310,18 +311,18 @@ def test_reserving_a_pull_pipeline_hands_its_socket_and_backlog_over(
     port = push.bind_to_random_port("tcp://127.0.0.1")
     addr = f"tcp://127.0.0.1:{port}"
 
-    def stage(name: str) -> sk.Service:
+    def stage(name: str, pause: float) -> sk.Service:
         async def work(i: int) -> None:
-            await asyncio.sleep(0.0005)
+            await asyncio.sleep(pause)
             seen.append(i)
 
         return sk.service(work, name=name)
 
-    srv = sk_serve(sk.pull(addr, concurrency=4) >> stage("first"), name="feed")
+    srv = sk_serve(sk.pull(addr, concurrency=1) >> stage("first", 0.002), name="feed")
     for raw in _numbered(total):
         push.send(raw)  # blocks only until the pull has connected
-    wait_for(lambda: len(seen) >= 2000, timeout=30, what="2000 messages through the first flow")
-    again = sk_serve(sk.pull(addr, concurrency=4) >> stage("second"), name="feed")
+    wait_for(lambda: len(seen) >= 200, timeout=30, what="200 messages through the first flow")
+    again = sk_serve(sk.pull(addr, concurrency=4) >> stage("second", 0), name="feed")
     assert again is srv
     assert len(seen) < total, "the re-serve came too late to test anything"
     _until_still(lambda: len(seen), total, timeout=60)
