@@ -74,9 +74,12 @@ def decode(raw: bytes) -> Any:
         raise BadRequest("The request body is JSON nested too deeply to read.") from None
 
 
-# An absolute path of two parts or more (``/home/me/data.csv``, ``C:\\Users\\me\\x``), not
-# the path part of a URL (``host:8000/a/b``) nor a route such as ``/status``.
-_PATH = re.compile(r"(?<![\w.:/\\~-])(?:/|[A-Za-z]:\\)(?:[^\s'\"()<>,;:*?|/\\]+[/\\])+[^\s'\"()<>,;:*?|/\\]*")
+# An absolute path of two parts or more (``/home/me/data.csv``, ``C:\\Users\\me\\x``,
+# ``C:/Users/me/x``, ``file:///home/me/x``), not the path part of a URL (``host:8000/a/b``)
+# nor a route such as ``/status``.
+_PATH = re.compile(
+    r"(?:file://|(?<![\w.:/\\~-]))(?:/|[A-Za-z]:[\\/])(?:[^\s'\"()<>,;:*?|/\\]+[/\\])+[^\s'\"()<>,;:*?|/\\]*"
+)
 
 
 def redact_paths(text: str, keep_under: str | None = None) -> str:
@@ -94,7 +97,9 @@ def redact_paths(text: str, keep_under: str | None = None) -> str:
 
     def cut(match: re.Match[str]) -> str:
         path = match.group(0)
-        if os.path.abspath(path).startswith(root + os.sep):
+        bare = path.removeprefix("file://")
+        here = bare[1:2] != ":" or os.name == "nt"  # a drive letter names no path here elsewhere
+        if here and os.path.abspath(bare).startswith(root + os.sep):
             return path
         last = re.split(r"[/\\]", path.rstrip("/\\"))[-1]
         return f"…/{last}" if last else "…/"

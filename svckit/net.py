@@ -9,7 +9,29 @@ from typing import Any, Protocol
 
 from .errors import PortInUse, WiringError
 
-__all__ = ["Closable", "bind_tcp", "bindable", "check_port", "is_loopback", "ports"]
+__all__ = ["Closable", "bind_tcp", "bindable", "check_port", "is_loopback", "ports", "raise_fd_limit"]
+
+#: The most file descriptors ``raise_fd_limit`` asks for.
+FD_LIMIT = 65536
+
+
+def raise_fd_limit(want: int = FD_LIMIT) -> int:
+    """Raise this process's soft limit of open files towards ``want`` (never past the hard
+    limit, never down), as servers do: the common soft default of 1,024 is less than what
+    the connection limits of a few ports allow. The soft limit now in force."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit
+        return want
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return target
+        except (ValueError, OSError):
+            pass
+    return soft
 
 
 class Closable(Protocol):

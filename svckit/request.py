@@ -133,7 +133,8 @@ class Generation:
     async def drain(self, timeout: float) -> bool:
         """Wait (at most ``timeout`` s) until no request of this generation is in flight."""
         if self.inflight > 0:
-            self.drained = asyncio.Event()
+            if self.drained is None or self.drained.is_set():  # one event for every waiter
+                self.drained = asyncio.Event()
             try:
                 async with asyncio.timeout(timeout):
                     await self.drained.wait()

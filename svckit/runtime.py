@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from .errors import StateError
 from .logs import log_buffer
+from .net import raise_fd_limit
 from .pool import WorkerPool
 from .watchdog import Watchdog, threshold_from_env
 
@@ -74,6 +75,7 @@ class Runtime:
     def __init__(self, workers: int | None = None) -> None:
         if workers is None:
             workers = _workers_from_env()
+        raise_fd_limit()  # connections are capped per port; the process's 1,024 would come first
         self.loop = _new_loop()
         self.pool = WorkerPool(workers, limit=8 * workers)
         self._locals: dict[str, tuple[Any, Any, Any, int]] = {}

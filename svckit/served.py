@@ -248,8 +248,17 @@ class Served:
             "warnings": self.warnings(),
             **self.metrics.counters(),
             "pool": self.runtime.pool.stats(),  # the runtime's, shared by everything it serves
-            "stalls": self.runtime.watchdog.stats(redact=not self.path.access.expose_errors),
+            "stalls": self._stalls(),
         }
+
+    def _stalls(self) -> dict[str, Any]:
+        """The runtime loop's stalls (they hold up everything it serves); the latest one's
+        stage and place only when it was this served thing's (another's are not for its readers)."""
+        stats: dict[str, Any] = self.runtime.watchdog.stats(redact=not self.path.access.expose_errors)
+        last = stats.get("last")
+        if last is not None and last.get("service") != self.name:
+            stats["last"] = None
+        return stats
 
     def warnings(self) -> list[str]:
         """What about how it is served is unsafe or degraded (also logged when it happens)."""

@@ -45,6 +45,10 @@ def test_paths_under_the_working_directory_and_routes_are_kept(tmp_path, monkeyp
     assert redact_paths("use POST /{action} or GET /status") == "use POST /{action} or GET /status"
     assert redact_paths("see http://127.0.0.1:8000/a/b") == "see http://127.0.0.1:8000/a/b"
     assert redact_paths("'/etc/ssl/private/key.pem'") == "'…/key.pem'"
+    assert redact_paths("file:///etc/ssl/private/key.pem") == "…/key.pem"
+    assert redact_paths("C:/Users/ann/secret/plan.csv") == "…/plan.csv"
+    assert redact_paths("C:\\Users\\ann\\plan.csv") == "…/plan.csv"
+    assert redact_paths(f"file://{inside}") == f"file://{inside}"
 
 
 def test_token_true_makes_a_token_that_requests_must_carry(sk_serve, client_for):
@@ -89,3 +93,23 @@ def test_another_host_without_a_token_is_logged_and_shown_in_status(sk_serve, ca
 def test_bad_limits_are_refused_naming_the_argument(sk_serve, kw, match):
     with pytest.raises(sk.WiringError, match=match):
         sk_serve(sk.service(lambda x: x, name="lim"), http=0, **kw)
+
+
+def test_the_runtime_raises_the_soft_limit_of_open_files(tmp_path):
+    import subprocess
+    import sys
+
+    resource = pytest.importorskip("resource")
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 1024:
+        pytest.skip(f"the hard limit ({hard}) leaves nothing to raise")
+    script = (
+        "import resource, svckit as sk\n"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))\n"
+        "sk.runtime()\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+        "sk.shutdown()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert int(out.stdout.split()[-1]) > 1024, out

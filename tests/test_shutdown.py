@@ -115,3 +115,41 @@ def test_stop_lets_a_request_that_finishes_within_the_drain_timeout_answer(sk_se
     srv.stop()
     thread.join(10)
     assert out and out[0].status_code == 200 and out[0].json()["y"] == 2
+
+
+def test_stop_right_after_a_reserve_waits_for_the_old_flow_and_its_teardown(sk_serve):
+    import asyncio
+
+    torn: list[str] = []
+    started = threading.Event()
+
+    class Old(sk.Service):
+        async def process(self, x: int) -> dict:
+            started.set()
+            await asyncio.sleep(0.6)
+            return {"who": "old"}
+
+        def teardown(self) -> None:
+            torn.append("old")
+
+    class New(sk.Service):
+        async def process(self, x: int) -> dict:
+            return {"who": "new"}
+
+    srv = sk_serve(Old(name="gen"), name="gen", http=0)
+    out: list[Any] = []
+
+    def go() -> None:
+        out.append(requests.post(f"{srv.url}/gen", json={"x": 1}, timeout=20))
+
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    sk_serve(New(name="gen"), name="gen", http=srv.http_port)  # the old flow drains in the background
+    start = time.monotonic()
+    srv.stop()  # waits on the old generation too: both waiters are woken when it drains
+    took = time.monotonic() - start
+    thread.join(10)
+    assert out and out[0].status_code == 200 and out[0].json()["who"] == "old"
+    assert torn == ["old"], "the old flow's teardown must have run when stop() returns"
+    assert took < 1.5, f"stop took {took:.2f} s for a request 0.6 s long"
