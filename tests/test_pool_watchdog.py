@@ -176,3 +176,18 @@ def test_the_watchdog_threshold_comes_from_the_environment_and_it_ends_with_the_
     wait_for(lambda: not dog.is_alive(), timeout=5, what="the watchdog thread to end")
     monkeypatch.setenv("SVCKIT_STALL_MS", "0")  # off: no thread at all
     assert sk.runtime().watchdog._thread is None
+
+
+def test_a_stall_is_named_only_in_the_status_of_its_own_served_thing(sk_serve, client_for):
+    @sk.service
+    async def hog(n: int) -> dict:
+        _spin(0.9)
+        return {"n": n}
+
+    guarded = sk_serve(hog, name="guarded", token="s3cret")
+    other = sk_serve(sk.service(lambda x: x, name="other"), name="other")
+    client_for(guarded.url, token="s3cret", timeout=20).call("guarded", n=1)
+    wait_for(lambda: guarded.status()["stalls"]["count"] >= 1, timeout=5, what="the stall counted")
+    assert guarded.status()["stalls"]["last"]["stage"] == "hog"
+    seen = requests.get(f"{other.url}/status", timeout=10).json()["served"]["other"]["stalls"]
+    assert seen["count"] >= 1 and seen["last"] is None, seen  # the loop stalled, but whose and where is not its
