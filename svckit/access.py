@@ -7,8 +7,11 @@ that comes from a browser must pass three checks (``Guard.check``), cheapest fir
   ``127.x.x.x``, ``[::1]``, the bound address or one of ``allow_hosts`` (``"*"``: any).
   A DNS-rebinding page reaches 127.0.0.1 under its own name, and the browser puts that name
   in ``Host``, so this refuses it (403 ``Forbidden``), as Jupyter Server does. Bound to
-  another address (``0.0.0.0``, a LAN address), ``Host`` is checked only when
-  ``allow_hosts`` is given: the names a machine is reached by are not known here.
+  another address (``0.0.0.0``, a LAN address) without a token, ``Host`` may also be any
+  IP address (a rebinding page's ``Host`` is always a name), this machine's
+  ``socket.gethostname()`` or ``socket.getfqdn()``; another name needs ``allow_hosts``.
+  Bound there with a token, ``Host`` is checked only when ``allow_hosts`` is given: the
+  names a machine is reached by are not all known here, and a rebinding page has no token.
 - ``Origin``, when sent (browsers send it on every cross-site request and every POST), is
   the server's own (the same host and port as ``Host``; the scheme is not compared, as
   Jupyter Server does not, so a TLS proxy in front keeps working) or one of
@@ -29,7 +32,10 @@ name and passes. Inside a hub it is the hub's public name: see ``Guard._proxied`
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import os
+import socket
 from collections.abc import Callable, Iterable, Mapping
 
 from .errors import Forbidden, UnsupportedMediaType
@@ -50,6 +56,21 @@ def proxy_context() -> str | None:
     server's base URL), without its trailing port; None outside a hub."""
     prefix = os.environ.get("SVCKIT_PROXY_PREFIX") or os.environ.get("JUPYTERHUB_SERVICE_PREFIX")
     return f"{prefix.rstrip('/')}/proxy/" if prefix else None
+
+
+@functools.cache
+def machine_names() -> frozenset[str]:
+    """This machine's own names (``gethostname``, ``getfqdn``) in lower case, looked up once."""
+    names = {socket.gethostname(), socket.getfqdn()}
+    return frozenset(n.lower() for n in names if n)
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _split(host: str) -> tuple[str, str | None]:
@@ -79,7 +100,8 @@ class Guard:
     ``allow_hosts`` and ``allow_origins`` together).
 
     ``bound`` is the address the port is bound to; ``port()`` its number (read when needed:
-    a re-serve may move it).
+    a re-serve may move it); ``token``: the served thing asks for one (then ``Host`` is not
+    checked off loopback unless ``allow_hosts`` is given).
 
     Examples
     --------
@@ -93,10 +115,26 @@ class Guard:
     403 Forbidden
     """
 
-    __slots__ = ("_hosts", "any_origin", "bound", "context", "hosts", "origins", "owner", "port", "verify_host")
+    __slots__ = (
+        "_hosts",
+        "any_origin",
+        "bound",
+        "context",
+        "hosts",
+        "machine",
+        "origins",
+        "owner",
+        "port",
+        "verify_host",
+    )
 
     def __init__(
-        self, access: Iterable[Access], bound: str, port: Callable[[], int | None], owner: str | None = None
+        self,
+        access: Iterable[Access],
+        bound: str,
+        port: Callable[[], int | None],
+        owner: str | None = None,
+        token: bool = False,
     ) -> None:
         rules = list(access)
         self.bound = bound.strip("[]").lower()
@@ -105,8 +143,13 @@ class Guard:
         self.hosts = frozenset(h for a in rules for h in a.allow_hosts)
         self.origins = frozenset(o.lower() for a in rules for o in a.allow_origins)
         self.any_origin = "*" in self.origins
-        # Bound to loopback: always checked. Elsewhere only when allow_hosts names the names.
-        self.verify_host = "*" not in self.hosts and (is_loopback(self.bound) or bool(self.hosts))
+        loopback = is_loopback(self.bound)
+        # Bound to loopback: always checked. Elsewhere with a token only when allow_hosts
+        # names the names; without one also IP addresses and this machine's names pass.
+        self.verify_host = "*" not in self.hosts and (loopback or bool(self.hosts) or not token)
+        self.machine = not loopback and not token
+        if self.machine:
+            machine_names()  # looked up now (a getfqdn may ask DNS), not on the loop on a request
         self.context = proxy_context()
         self._hosts: dict[str, bool] = {}  # Host value -> it names this server
 
@@ -154,7 +197,9 @@ class Guard:
     def _names_this_server(self, host: str) -> bool:
         name = _split(host)[0]
         bare = name.strip("[]")
-        return name in self.hosts or host.lower() in self.hosts or bare == self.bound or is_loopback(bare)
+        if name in self.hosts or host.lower() in self.hosts or bare == self.bound or is_loopback(bare):
+            return True
+        return self.machine and (_is_ip(bare) or bare in machine_names())
 
     def _same_or_allowed(self, origin: str, host: str) -> bool:
         value = origin.strip().lower().rstrip("/")
@@ -196,10 +241,13 @@ class Guard:
         return host_port != str(port)
 
 
-def browser_check(owner: str, access: Access, bound: str, port: Callable[[], int | None]) -> Middleware:
+def browser_check(
+    owner: str, access: Access, bound: str, port: Callable[[], int | None], token: bool = False
+) -> Middleware:
     """svckit's browser checks for a served thing's HTTP requests (``Guard.check``), run
-    before its token check; ZMQ requests and pipeline messages are not checked."""
-    guard = Guard([access], bound, port, owner)
+    before its token check (``token``: it has one); ZMQ requests and pipeline messages are
+    not checked."""
+    guard = Guard([access], bound, port, owner, token)
     check = guard.check
 
     def check_browser(request: Request) -> None:

@@ -347,7 +347,9 @@ class Served:
         if requests_log.isEnabledFor(logging.DEBUG):
             own.append(request_log(self.name))
         # Host, Origin and Content-Type of HTTP requests, before the token: a web page is refused
-        own.append(browser_check(self.name, self.path.access, self.host, lambda: self.http_port))
+        own.append(
+            browser_check(self.name, self.path.access, self.host, lambda: self.http_port, self._token is not None)
+        )
         if self._token is not None:
             own.append(token_check(self.name, self._token))
         own.append(body_limit(self.path.limits.max_body))

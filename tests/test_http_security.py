@@ -65,6 +65,31 @@ def read_reply(sock: socket.socket) -> Reply | None:
     return Reply(status, headers, body)
 
 
+def read_replies(sock: socket.socket, count: int) -> list[Reply | None]:
+    """The next ``count`` responses on ``sock`` (pipelined: several may come in one read); None
+    for each one the server closed the connection before."""
+    data = b""
+    replies: list[Reply | None] = []
+    while len(replies) < count:
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            head = data[:end].decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:])}
+            stop = end + 4 + int(headers.get("content-length", "0"))
+            if len(data) >= stop:
+                replies.append(Reply(int(head[0].split()[1]), headers, data[end + 4 : stop]))
+                data = data[stop:]
+                continue
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            return replies + [None] * (count - len(replies))
+        data += chunk
+    return replies
+
+
 def closed_within(sock: socket.socket, seconds: float) -> bool:
     """True when the server closes ``sock`` within ``seconds`` (whatever it sent before)."""
     deadline = time.monotonic() + seconds
@@ -481,12 +506,21 @@ def test_256_connections_at_once_are_served_by_default(sk_serve, conns):
     assert [r.json()["echo"] if r and r.status == 200 else r for r in replies] == list(range(256))
 
 
-def test_the_latest_served_thing_on_a_port_sets_its_limits(sk_serve, call):
-    first = sk_serve(_echo(), max_header=1024)
+def test_the_strictest_limits_of_the_served_things_on_a_port_hold(sk_serve, call, conns):
+    """A served thing attached later with looser limits does not loosen the port's (before:
+    the latest attached set them, so max_header=8192 let a 2000-byte header through)."""
+    first = sk_serve(_echo(), max_header=1024, read_timeout=0.5)
     pad = {**JSON, "X-Pad": "a" * 2000}
     assert call(first, "POST", "/echo", b'{"x": 1}', pad).status == 431
-    sk_serve(sk.service(lambda y: y, name="second"), max_header=8192, http=first.http_port)
-    assert call(first, "POST", "/echo", b'{"x": 1}', pad).status == 200
+    second = sk_serve(sk.service(lambda y: y, name="second"), max_header=8192, read_timeout=30, http=first.http_port)
+    assert call(first, "POST", "/echo", b'{"x": 1}', pad).status == 431
+    assert call(second, "POST", "/second", b'{"y": 1}', pad).status == 431
+    silent = conns(first.http_port)
+    start = time.monotonic()
+    assert closed_within(silent, 3), "read_timeout=30 of the second loosened the port's 0.5 s"
+    assert time.monotonic() - start < 2.5
+    first.stop()  # what is left on the port sets the limits again
+    assert call(second, "POST", "/second", b'{"y": 1}', pad).status == 200
 
 
 # -- 7. a body over max_body closes the connection ------------------------------------------------------
@@ -580,3 +614,216 @@ def test_stop_answers_a_request_in_flight_with_json_503_after_drain_timeout(sk_s
     assert reply is not None and reply.headers["content-type"] == "application/json", reply
     assert (reply.status, reply.error) == (503, "ServiceUnavailable"), reply
     assert took < 2.0, f"stop() took {took:.2f} s"
+
+
+# -- 10. pipelining, shared ports, open binds, readers that never read ---------------------------------
+
+
+def _holding() -> tuple[sk.Service, threading.Event]:
+    """A stage that holds every request until the event is set (at most 20 s)."""
+    release = threading.Event()
+
+    @sk.service
+    async def hold(x: int = 0) -> dict:
+        deadline = time.monotonic() + 20
+        while not release.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        return {"x": x}
+
+    return hold, release
+
+
+def test_pipelined_requests_are_capped_per_connection(sk_serve, conns):
+    """Before: every request of a pipelined burst behind a slow one was queued (20 connections x
+    20,000 GETs took RSS up by ~100s of MB); now past 16 queued the next is answered 503, the
+    connection closed and nothing more parsed."""
+    hold, release = _holding()
+    srv = sk_serve(hold, read_timeout=30)
+    port = srv.http_port
+    first = request("POST", "/hold", b'{"x": 1}', JSON, f"127.0.0.1:{port}")
+    tiny = request("GET", "/health", host=f"127.0.0.1:{port}")
+    burst = first + tiny * 20_000
+    before = _rss_mb()
+    for _ in range(20):
+        sock = conns(port)
+        sock.setblocking(False)
+        try:
+            sock.send(burst)  # what fits: the server stops reading once it has enough
+        except BlockingIOError:
+            pass
+    try:
+        holds(lambda: _rss_mb() - before < 25, 1.5, what="RSS under +25 MB")
+    finally:
+        print(f"RSS grew {_rss_mb() - before:.1f} MB for 20 x 20,000 pipelined GETs behind a held POST")
+    sock = conns(port)
+    sock.sendall(first + tiny * 20)
+    wait_for(lambda: srv.status()["received"] == 21, timeout=5, what="the held POSTs")
+    release.set()
+    replies = read_replies(sock, 18)
+    assert replies[0] is not None and replies[0].status == 200, replies[0]
+    assert [r.status if r else None for r in replies[1:17]] == [200] * 16, replies[:3]
+    refused = replies[17]
+    assert refused is not None and (refused.status, refused.error) == (503, "ServiceUnavailable"), refused
+    assert "pipelined" in refused.json()["error"]["message"]
+    assert refused.headers["connection"] == "close"
+    assert closed_within(sock, 3)
+
+
+def test_a_port_page_shows_only_the_served_things_whose_rules_admit_it(sk_serve, call):
+    """One served thing's allow_hosts/allow_origins open no other's pages (before: GET /status
+    from a rebinding page of evil.example showed the default-rules served thing, with ACAO)."""
+
+    @sk.service
+    def secret(x: int = 0) -> dict:
+        return {"x": x}
+
+    @sk.service
+    def public(x: int = 0) -> dict:
+        return {"x": x}
+
+    sec = sk_serve(secret, name="secret")
+    port = sec.http_port
+    sk_serve(public, name="public", http=port, allow_origins=["*"], allow_hosts=["*"])
+    evil = {"Origin": "https://evil.example"}
+    foreign = f"evil.example:{port}"
+    status = call(sec, "GET", "/status", headers=evil, host=foreign)
+    assert status.status == 200 and set(status.json()["served"]) == {"public"}, status
+    assert status.headers["access-control-allow-origin"] == "https://evil.example"
+    local_evil = call(sec, "GET", "/status", headers=evil)
+    assert set(local_evil.json()["served"]) == {"public"}
+    plain = call(sec, "GET", "/status")
+    assert set(plain.json()["served"]) == {"secret", "public"}
+    assert "access-control-allow-origin" not in plain.headers
+    own = call(sec, "GET", "/status", headers={"Origin": f"http://127.0.0.1:{port}"})
+    assert set(own.json()["served"]) == {"secret", "public"}
+    assert "access-control-allow-origin" not in own.headers  # not every one shown allows it
+    assert set(call(sec, "GET", "/", headers=evil, host=foreign).json()["actions"]) == {"public"}
+    paths = set(call(sec, "GET", "/openapi.json", headers=evil, host=foreign).json()["paths"])
+    assert "/public" in paths and "/secret" not in paths
+    nope = call(sec, "POST", "/nope", b"{}", {**JSON, **evil}, host=foreign)
+    assert (nope.status, nope.error) == (404, "UnknownAction"), nope
+    assert "public" in nope.json()["error"]["message"] and "secret" not in nope.json()["error"]["message"]
+    post = call(sec, "POST", "/secret", b"{}", {**JSON, **evil}, host=foreign)
+    assert post.status == 403 and "access-control-allow-origin" not in post.headers, post
+    preflight = {**evil, "Access-Control-Request-Method": "POST"}
+    refused = call(sec, "OPTIONS", "/secret", headers=preflight)
+    assert refused.status in (403, 405) and "access-control-allow-origin" not in refused.headers, refused
+    assert call(sec, "OPTIONS", "/public", headers=preflight).status == 204
+    assert sec.status()["errors_by_type"] == {"Forbidden": 1}  # its own check refused its POST
+
+
+def test_a_port_page_needs_one_served_thing_that_admits_it(sk_serve, call):
+    sec = sk_serve(sk.service(lambda x: x, name="secret"), name="secret")
+    port = sec.http_port
+    sk_serve(sk.service(lambda x: x, name="app"), name="app", http=port, allow_origins=["https://app.example"])
+    page = {"Origin": "https://app.example"}
+    status = call(sec, "GET", "/status", headers=page)
+    assert set(status.json()["served"]) == {"app"}
+    assert status.headers["access-control-allow-origin"] == "https://app.example"
+    for path in ("/status", "/", "/health", "/openapi.json"):
+        reply = call(sec, "GET", path, headers={"Origin": "https://evil.example"})
+        assert (reply.status, reply.error) == (403, "Forbidden"), (path, reply)
+    assert call(sec, "OPTIONS", "/nope", headers={**page, "Access-Control-Request-Method": "POST"}).status == 204
+    evil = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    assert call(sec, "OPTIONS", "/nope", headers=evil).status == 403
+
+
+def _post(x: float, port: int) -> bytes:
+    return request("POST", "/slow", json.dumps({"x": x}).encode(), JSON, f"127.0.0.1:{port}")
+
+
+def test_a_stalled_pipelined_body_waits_for_the_reply_before_it(sk_serve, conns, impl):
+    """Before: the read deadline of the pipelined request closed the connection, cutting off the
+    reply of the one still running (then counted replied though nothing was delivered)."""
+
+    @sk.service
+    async def slow(x: float) -> dict:
+        await asyncio.sleep(x)
+        return {"x": x}
+
+    srv = sk_serve(slow, read_timeout=0.3)
+    port = srv.http_port
+    sock = conns(port)
+    second = _post(0, port)
+    sock.sendall(_post(1.0, port) + second[:-3])  # the second's body stops 3 bytes short
+    running, stalled = read_replies(sock, 2)
+    assert running is not None and (running.status, running.json()) == (200, {"x": 1.0}), running
+    assert stalled is not None and (stalled.status, stalled.error) == (408, "RequestTimeout"), stalled
+    assert closed_within(sock, 3)
+    wait_for(lambda: srv.status()["replied"] == 2, timeout=5)
+    status = srv.status()
+    assert (status["received"], status["disconnected"], status["errors_by_type"]) == (2, 0, {"RequestTimeout": 1})
+
+
+def test_a_client_that_leaves_during_a_pipelined_request_cancels_the_running_one(sk_serve, conns, impl):
+    events: list[str] = []
+
+    @sk.service
+    async def slow(x: float) -> dict:
+        events.append("started")
+        try:
+            await asyncio.sleep(x)
+        except asyncio.CancelledError:
+            events.append("cancelled")
+            raise
+        events.append("finished")
+        return {"x": x}
+
+    srv = sk_serve(slow)
+    sock = conns(srv.http_port)
+    sock.sendall(_post(3, srv.http_port) + _post(0, srv.http_port))
+    wait_for(lambda: events == ["started"], timeout=5)
+    sock.close()
+    wait_for(lambda: "cancelled" in events, timeout=2.5, what="the running stage to be cancelled")
+    wait_for(lambda: srv.status()["disconnected"] == 1, timeout=5)
+    status = srv.status()
+    assert (status["received"], status["replied"], status["disconnected"]) == (1, 0, 1)
+    assert events == ["started", "cancelled"]
+
+
+def test_bound_to_every_interface_without_a_token_host_is_still_checked(sk_serve, call):
+    """Before: on 0.0.0.0 without a token a DNS-rebinding page (Host and Origin its own name)
+    passed every check. IP literals and this machine's names pass; other names need allow_hosts."""
+    srv = sk_serve(_echo(), host="0.0.0.0")
+    port = srv.http_port
+    body = b'{"x": 1}'
+    rebinding = {**JSON, "Origin": f"http://evil.example:{port}"}
+    reply = call(srv, "POST", "/echo", body, rebinding, host=f"evil.example:{port}")
+    assert (reply.status, reply.error) == (403, "Forbidden"), reply
+    assert call(srv, "GET", "/status", host=f"evil.example:{port}").status == 403
+    names = ["127.0.0.1", "10.1.2.3", "[fe80::1]", "[::ffff:10.0.0.1]", "localhost", socket.gethostname()]
+    for name in [*names, socket.getfqdn()]:
+        assert call(srv, "POST", "/echo", body, JSON, host=f"{name}:{port}").status == 200, name
+        assert call(srv, "GET", "/status", host=name).status == 200, name
+    named = sk_serve(sk.service(lambda x: x, name="named"), host="0.0.0.0", allow_hosts=["myhost.lan"])
+    assert call(named, "POST", "/named", body, JSON, host="myhost.lan").status == 200
+    assert call(named, "POST", "/named", body, JSON, host="other.lan").status == 403
+
+
+def test_a_client_that_never_reads_its_reply_is_closed_after_read_timeout(sk_serve):
+    """Before: a client that never read held its whole reply in the server's write buffer forever."""
+    blob = "a" * (16 << 20)
+    srv = sk_serve(sk.service(lambda x: {"blob": blob}, name="big"), read_timeout=0.5)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", srv.http_port))
+        sock.sendall(request("POST", "/big", b'{"x": 1}', JSON, f"127.0.0.1:{srv.http_port}"))
+        connections = srv._http.bounds.connections  # the server's side of the connection
+        wait_for(lambda: srv.status()["replied"] == 1, timeout=10)
+        start = time.monotonic()
+        wait_for(lambda: not connections, timeout=5, what="the server to close a connection nobody reads")
+        assert time.monotonic() - start < 4
+        got = 0
+        while True:
+            try:
+                chunk = sock.recv(1 << 20)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            got += len(chunk)
+        assert got < len(blob), "the whole reply was kept for a client that did not read it"
+    finally:
+        sock.close()

@@ -15,12 +15,23 @@ httptools is missing) for one port. What it adds to every connection:
   ``timeout_keep_alive`` instead. The deadlines are kept by one timer per port
   (``Bounds``), not one per request: a connection sets a number when it starts reading
   and clears it when done, and the timer sweeps past ones every ``read_timeout / 4``.
+  A pipelined request that stalls behind one still being answered waits for that answer:
+  it is answered 408 in its turn, never by cutting the reply before it.
+- ``read_timeout`` for readers too: a connection whose reply has sat in the write buffer
+  without going down for that long (a client that never reads) is aborted by the same
+  sweep, which looks at each connection's buffer size once a sweep, not once a request.
+- Pipelining (httptools; h11 reads one request at a time): at most ``PIPELINE`` requests
+  wait behind the one being answered; the next is answered 503 in its turn, nothing after
+  it is parsed, and the connection is closed. uvicorn would queue every request of what
+  it read (a 1 MB burst of tiny GETs is 40,000 queued requests).
 - A client that goes away while its request is being handled: the svckit ``Request``
-  (``scope["svckit.request"]``) is marked ``gone`` and its task (``scope["svckit.task"]``)
-  cancelled, so the stage stops and the request is counted once, as disconnected.
+  (``scope["svckit.request"]``) of the request running (not one pipelined behind it) is
+  marked ``gone`` and its task (``scope["svckit.task"]``) cancelled, so the stage stops
+  and the request is counted once, as disconnected.
 
-The settings are read from ``Bounds`` when used, so a served thing attached later to the
-port changes them for the connections that follow (the latest one attached sets them).
+The settings are read from ``Bounds`` when used: the port's ``HttpEndpoint`` sets them to
+the strictest of its served things' (the smallest ``max_header``, ``limit_concurrency`` and
+``read_timeout``) on every attach and detach.
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ from ..codec import error_reply
 from ..errors import BadRequest, HeadersTooLarge, RequestTimeout, ServiceUnavailable
 from ..limits import Limits
 
-__all__ = ["SCOPE_REQUEST", "SCOPE_TASK", "SCOPE_TIMED_OUT", "Bounds", "protocol_class"]
+__all__ = ["PIPELINE", "SCOPE_REQUEST", "SCOPE_TASK", "SCOPE_TIMED_OUT", "Bounds", "protocol_class"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +54,8 @@ SCOPE_REQUEST = "svckit.request"
 SCOPE_TASK = "svckit.task"
 #: Set by a connection whose body did not arrive within ``read_timeout`` (the read then says so).
 SCOPE_TIMED_OUT = "svckit.timed_out"
+#: Requests a connection may have waiting behind the one being answered (HTTP pipelining).
+PIPELINE = 16
 
 
 def raw_reply(exc: BaseException) -> bytes:
@@ -63,6 +76,7 @@ class Bounds:
     __slots__ = (
         "_loop",
         "_timer",
+        "aborted",
         "connections",
         "interval",
         "limit_concurrency",
@@ -81,10 +95,11 @@ class Bounds:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.refused = 0  # connections refused over limit_concurrency since the last sweep
+        self.aborted = 0  # connections closed since the last sweep: their client did not read
         self.configure(limits)
 
     def configure(self, limits: Limits) -> None:
-        """Take the bounds of ``limits`` (of the served thing attached last)."""
+        """Take the bounds of ``limits`` (the strictest of the port's served things')."""
         self.max_header = limits.max_header
         self.limit_concurrency = limits.limit_concurrency
         self.read_timeout = limits.read_timeout
@@ -117,11 +132,35 @@ class Bounds:
                 self.limit_concurrency,
             )
             self.refused = 0
-        for conn in [c for c in self.connections if c.deadline is not None and c.deadline <= now]:
+        late, unread = [], []
+        for conn in self.connections:
+            unsent = conn.transport.get_write_buffer_size()
+            if not unsent:
+                conn.unsent = 0
+            elif not conn.unsent or unsent < conn.unsent:  # a reply waiting, or the client read some
+                conn.unsent, conn.unsent_since = unsent, now
+            elif now - conn.unsent_since > self.read_timeout:
+                unread.append(conn)  # a client that does not read its reply holds it: let go of it
+                continue
+            if conn.deadline is not None and conn.deadline <= now:
+                late.append(conn)
+        for conn in unread:
+            conn.unsent = 0
+            self.aborted += 1
+            conn.transport.abort()
+        for conn in late:
             try:
                 conn.expire()
             except Exception:  # one broken connection must not stop the timer for the others
                 logger.exception("closing a slow HTTP connection on port %s failed", self.port)
+        if self.aborted:
+            logger.warning(
+                "HTTP port %s closed %d connections whose client did not read its reply for %g s (read_timeout).",
+                self.port,
+                self.aborted,
+                self.read_timeout,
+            )
+            self.aborted = 0
         self._timer = loop.call_later(self.interval, self._sweep)
 
 
@@ -135,35 +174,44 @@ def _refuse(proto: Any, exc: BaseException) -> None:
 
 
 def _expire(proto: Any, bounds: Bounds, reading_head: bool, begun: bool) -> None:
-    """A connection past its read deadline: 408 when a request had begun, then closed."""
-    proto.deadline = None
+    """A connection past its read deadline: 408 when a request had begun, then closed.
+
+    While the request running (``proto.running``) has not finished its reply, and what is late
+    is not its own body, nothing is cut: the deadline stays, and the next sweep after that
+    reply answers the late one (a pipelined request then runs and reads its body)."""
     transport = proto.transport
     if transport.is_closing():
+        proto.deadline = None
         return
-    cycle = proto.cycle
-    busy = cycle is not None and not cycle.response_complete
+    running = proto.running
+    busy = running is not None and not running.response_complete
+    if busy and (reading_head or running is not proto.cycle or running.response_started):
+        return  # its turn comes after the reply being written: checked again at the next sweep
+    proto.deadline = None
     wait = f"{bounds.read_timeout:g} s (read_timeout)"
     if reading_head:
-        if busy:
-            return  # a pipelined request behind one still being answered: its turn comes later
         if begun:
             transport.write(raw_reply(RequestTimeout(f"The request line and headers did not arrive within {wait}.")))
-    elif cycle is not None and not cycle.response_started and not getattr(proto, "pipeline", None):
-        # The app may be waiting for the body: tell its read (then counted as a 408) and
+    elif busy:
+        # The app is waiting for the body: tell its read (then counted as a 408) and
         # stop anything it would send after this answer.
         proto.timed_out = True
-        cycle.scope[SCOPE_TIMED_OUT] = True
+        running.scope[SCOPE_TIMED_OUT] = True
         transport.write(raw_reply(RequestTimeout(f"The request body did not arrive within {wait}.")))
-        cycle.disconnected = True
-        cycle.message_event.set()
-    transport.close()
+        running.disconnected = True
+        running.message_event.set()
+    transport.close()  # else a body nobody reads any more (its request was answered)
 
 
 def _lost(proto: Any) -> None:
-    """The connection closed: a request still being handled is cancelled, counted as gone."""
-    cycle = proto.cycle
+    """The connection closed: the request being handled (not one pipelined behind it, which
+    never started) is cancelled, counted as gone."""
+    cycle = proto.running
     if cycle is None or cycle.response_started or proto.timed_out:
         return
+    if not cycle.response_complete:  # uvicorn marks only the last request it parsed
+        cycle.disconnected = True
+        cycle.message_event.set()
     scope = cycle.scope
     request = scope.get(SCOPE_REQUEST)
     if request is not None and not request.gone:
@@ -193,6 +241,32 @@ def _too_large(bounds: Bounds) -> HeadersTooLarge:
     )
 
 
+def _too_many_app() -> Any:
+    """The ASGI app that answers a request pipelined past ``PIPELINE`` (503, then closed)."""
+    status, body = error_reply(
+        ServiceUnavailable(
+            f"More than {PIPELINE} pipelined requests wait on this connection; send the rest "
+            "after their answers, or on another connection."
+        )
+    )
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode("ascii")),
+            (b"connection", b"close"),
+        ],
+    }
+    reply = {"type": "http.response.body", "body": body, "more_body": False}
+
+    async def too_many(scope: Any, receive: Any, send: Any) -> None:
+        await send(start)
+        await send(reply)
+
+    return too_many
+
+
 def protocol_class(bounds: Bounds, impl: str = "httptools") -> type[asyncio.Protocol]:
     """uvicorn's protocol for ``impl`` (``"httptools"`` or ``"h11"``) bound by ``bounds``."""
     if impl == "h11":
@@ -210,6 +284,8 @@ def _httptools_class(bounds: Bounds) -> type[asyncio.Protocol]:
     # the base methods called directly, not through super(): once per request each
     headers_complete = HttpToolsProtocol.on_headers_complete
     message_complete = HttpToolsProtocol.on_message_complete
+    response_complete = HttpToolsProtocol.on_response_complete
+    too_many = _too_many_app()
 
     class BoundedHttpTools(HttpToolsProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -219,6 +295,9 @@ def _httptools_class(bounds: Bounds) -> type[asyncio.Protocol]:
             self.timed_out = False
             self.head = True  # reading a request line and headers
             self.head_bytes = 0  # bytes received while reading them
+            self.running: Any = None  # the request being handled (``cycle`` is the last one parsed)
+            self.unsent = 0  # bytes of reply waiting to be sent, at the last sweep
+            self.unsent_since = 0.0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             if _over_capacity(self, bounds):
@@ -265,6 +344,34 @@ def _httptools_class(bounds: Bounds) -> type[asyncio.Protocol]:
             self.head_bytes = 0
             self.deadline = bounds.now + bounds.span  # now the body
             headers_complete(self)
+            pipeline = self.pipeline
+            if not pipeline:
+                self.running = self.cycle  # started at once: the usual case
+            elif pipeline[0][0] is self.cycle:
+                self._queued()
+
+        def _queued(self) -> None:
+            """The request just parsed waits behind another (pipelining)."""
+            pipeline = self.pipeline
+            for cycle in (self.running, pipeline[0][0]):
+                if cycle is not None:
+                    cycle.on_response = self._pipelined_done
+            if len(pipeline) > PIPELINE:
+                # answered 503 in its turn; nothing after it is read
+                self.cycle.keep_alive = False
+                pipeline[0] = (self.cycle, too_many)
+                self.refused = True
+                self.deadline = None
+                raise _Refused
+
+        def _pipelined_done(self) -> None:
+            """A reply is complete on a connection with pipelined requests: uvicorn starts the
+            next; it is the one running now."""
+            pipeline = self.pipeline
+            following = pipeline[-1][0] if pipeline else None
+            response_complete(self)
+            if following is not None and (not pipeline or pipeline[-1][0] is not following):
+                self.running = following
 
         def on_message_complete(self) -> None:
             self.head = True
@@ -295,6 +402,12 @@ def _h11_class(bounds: Bounds) -> type[asyncio.Protocol]:
             self.phase: Any = h11.IDLE
             self.head_bytes = 0  # of a request line and headers not complete yet
             self.tail = b""  # their last bytes: the blank line that ends them may be split
+            self.unsent = 0  # bytes of reply waiting to be sent, at the last sweep
+            self.unsent_since = 0.0
+
+        @property
+        def running(self) -> Any:
+            return self.cycle  # h11 starts a request only after the one before it is answered
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             if _over_capacity(self, bounds):
@@ -324,10 +437,15 @@ def _h11_class(bounds: Bounds) -> type[asyncio.Protocol]:
                     return
                 self.head_bytes, self.tail = (size, seen[-3:]) if end < 0 else (0, b"")
             super().data_received(data)
+
+        def handle_events(self) -> None:
+            # also after a reply, when uvicorn goes on to a pipelined request it had read
+            super().handle_events()
+            conn = self.conn
             state = conn.their_state
             if state is not self.phase:
                 self.phase = state
-                if state is h11.SEND_BODY:
+                if state is h11.SEND_BODY or (state is h11.IDLE and conn.trailing_data[0]):
                     self.deadline = bounds.now + bounds.span
                 elif state is not h11.IDLE:
                     self.deadline = None

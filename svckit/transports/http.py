@@ -6,17 +6,22 @@ served things may share a port; each adds its actions to the table. A stopped on
 its actions while others serve on the port, so its clients get ``ServiceUnavailable``
 (503), not ``UnknownAction``; another served thing may take them over.
 
-What a request may see follows its token: a token-protected served thing's actions,
-status and schema are shown only to requests with its token (served things without a
-token are public), and an unknown action is answered after the token is checked, listing
-only what the token opens. The pages served here pass the browser checks of
-``access.Guard`` (``Host``, ``Origin``) with every served thing's ``allow_hosts`` and
-``allow_origins``; a POST to an action passes its served thing's own (``access.browser_check``,
-in its request path). A page of an origin in ``allow_origins`` may call across sites (CORS).
+What a request may see follows its token and each served thing's own browser rules: a
+token-protected served thing's actions, status and schema are shown only to requests with
+its token (served things without a token are public), and only to requests that pass that
+served thing's own ``access.Guard`` (``Host``, ``Origin``, its ``allow_hosts`` and
+``allow_origins``): one served thing's ``allow_hosts=["*"]`` opens no other's page. A page
+(``GET /``, ``/status``, ``/openapi.json``, ``/health``), an unknown action or a CORS
+preflight not to an action is refused (403/415) unless at least one served thing admits
+it, and then shows only those that do; a preflight to an action, and a POST to one (its
+``access.browser_check``, in its request path), follow that served thing's rules alone. An
+unknown action is answered after the token is checked, listing only what is shown. CORS
+headers go out only when every served thing shown lists the origin in ``allow_origins``.
 
-Connections are uvicorn's, bounded by ``h1.Bounds`` with the limits of the served thing
-attached last: ``max_header``, ``limit_concurrency``, ``read_timeout``; closing waits for
-requests in flight at most ``drain_timeout``.
+Connections are uvicorn's, bounded by ``h1.Bounds`` with the strictest limits of the
+served things on the port (not stopped): the smallest ``max_header``,
+``limit_concurrency``, ``read_timeout`` and ``drain_timeout`` (closing waits for requests
+in flight at most that long), taken again on every attach, park and detach.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import asyncio
 import hmac
 import logging
 import socket
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from starlette.responses import Response
@@ -101,9 +107,10 @@ def _error(exc: BaseException, status: int | None = None, headers: dict[str, str
 class HttpEndpoint:
     """A uvicorn server on one bound socket, dispatching actions to served things.
 
-    ``limits`` are the first served thing's; each one attached later brings its own
-    (``max_header``, ``limit_concurrency``, ``read_timeout`` and ``drain_timeout`` are the
-    port's, so the latest attached sets them for the connections that follow).
+    ``limits`` hold until a served thing is attached; from then on ``max_header``,
+    ``limit_concurrency``, ``read_timeout`` and ``drain_timeout`` are the strictest (the
+    smallest) of the served things on the port that are not stopped, so a served thing
+    attached later with looser limits loosens no one's.
     """
 
     def __init__(self, rt: Any, sock: socket.socket, host: str, limits: Limits | None = None) -> None:
@@ -118,9 +125,13 @@ class HttpEndpoint:
         limits = limits if limits is not None else Limits()
         self.bounds = Bounds(limits, self.port)
         self.drain_timeout = limits.drain_timeout
-        self.guard = Guard((), host, lambda: self.port)  # for what the port serves itself
+        self.guard = Guard((), host, self._port_number)  # for a port with nothing served
+        self.guards: list[tuple[Member, Guard, bool]] = []  # each served thing's own, its token
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _port_number(self) -> int:
+        return self.port
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -216,25 +227,45 @@ class HttpEndpoint:
         return routes
 
     def attach(self, served: Member) -> None:
-        """Add (or refresh) a served thing's actions in this port's dispatch table; its limits
-        become the port's."""
+        """Add (or refresh) a served thing's actions in this port's dispatch table; the port's
+        limits become the strictest of its served things'."""
         routes = self.check(served, served.actions)
         evicted = {id(s) for s in self.routes.values() if s is not served} - {id(s) for s in routes.values()}
         self.routes = routes
         self.served = [s for s in self.served if id(s) not in evicted]
         if served not in self.served:
             self.served.append(served)
-        limits = served.limits
-        self.bounds.configure(limits)
-        self.drain_timeout = limits.drain_timeout
+        self._limit()
         self._guard_again()
 
+    def _limit(self, leaving: Member | None = None) -> None:
+        """The strictest limits of the served things here that still serve (all of them when
+        every one is stopped; unchanged when none is left)."""
+        here = [s for s in self.served if s is not leaving]
+        members = [s for s in here if s.state is not State.STOPPED] or here
+        if not members:
+            return
+        each = [s.limits for s in members]
+        strictest = Limits(
+            max_header=min(x.max_header for x in each),
+            limit_concurrency=min(x.limit_concurrency for x in each),
+            read_timeout=min(x.read_timeout for x in each),
+            drain_timeout=min(x.drain_timeout for x in each),
+        )
+        self.bounds.configure(strictest)
+        self.drain_timeout = strictest.drain_timeout
+
     def _guard_again(self) -> None:
-        self.guard = Guard([s.access for s in self.served], self.host, lambda: self.port)
+        guards = []
+        for s in self.served:
+            tokened = s.path.token is not None
+            guards.append((s, Guard([s.access], self.host, self._port_number, None, tokened), tokened))
+        self.guards = guards
 
     def park(self, served: Member) -> bool:
         """``served`` stopped: its actions stay (answered 503) while others serve here. True
         when nothing running is left on this port (then close it)."""
+        self._limit(leaving=served)
         return not any(s is not served and s.state is not State.STOPPED for s in self.served)
 
     def detach(self, served: Member) -> bool:
@@ -242,8 +273,55 @@ class HttpEndpoint:
         self.routes = {a: s for a, s in self.routes.items() if s is not served}
         if served in self.served:
             self.served.remove(served)
+            self._limit()
             self._guard_again()
         return not any(s.state is not State.STOPPED for s in self.served)
+
+    # -- the browser checks of each served thing, for what the port answers itself --------
+    def _admitting(
+        self, headers: Mapping[str, str], peer: str | None, post: bool, among: Member | None = None
+    ) -> list[Member]:
+        """The served things (only ``among`` when given) whose own browser checks pass the
+        request; raises the first refusal when none does."""
+        guards = self.guards
+        if any((s.path.token is not None) is not tokened for s, _, tokened in guards):
+            self._guard_again()  # a re-serve brought or took a token
+            guards = self.guards
+        if among is not None:
+            guards = [g for g in guards if g[0] is among]
+        if not guards:
+            self.guard.check(headers, peer, post)
+            return []
+        admitted = []
+        refusal: SvckitError | None = None
+        for served, guard, _ in guards:
+            try:
+                guard.check(headers, peer, post)
+            except SvckitError as exc:
+                refusal = refusal or exc
+                continue
+            admitted.append(served)
+        if not admitted and refusal is not None:
+            raise refusal
+        return admitted
+
+    def _guard_of(self, served: Member) -> Guard | None:
+        for s, guard, _ in self.guards:
+            if s is served:
+                return guard
+        return None
+
+    def _cors(self, extra: dict[str, str], origin: str | None, shown: list[Member]) -> None:
+        """Let a page of ``origin`` read the reply when every served thing it shows allows it."""
+        if origin is None or not shown:
+            return
+        for served in shown:
+            guard = self._guard_of(served)
+            if guard is None or not guard.allows_origin(origin):
+                return
+        extra["Access-Control-Allow-Origin"] = origin
+        extra["Access-Control-Expose-Headers"] = "X-Request-ID"
+        extra["Vary"] = "Origin"
 
     # -- the ASGI app ------------------------------------------------------------
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -259,11 +337,16 @@ class HttpEndpoint:
             posted = await self._post(action, scope, receive)
             if posted is None:
                 return  # the client went away: nobody to answer (counted as disconnected)
-            response = posted
-        elif method in ("GET", "HEAD"):
+            # the two ASGI messages written here: a starlette Response costs ~1.5 us more a request
+            status, body, extra = posted
+            head = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), *extra]
+            await send({"type": "http.response.start", "status": status, "headers": head})
+            await send({"type": "http.response.body", "body": body})
+            return
+        if method in ("GET", "HEAD"):
             response = self._get(action, scope)
         elif method == "OPTIONS":
-            response = self._options(scope)
+            response = self._options(action, scope)
         else:
             response = self._refused(scope) or _error(
                 UnknownAction(f"Method {method} is not served; use POST /{{action}} or GET."),
@@ -272,8 +355,11 @@ class HttpEndpoint:
             )
         await response(scope, receive, send)
 
-    async def _post(self, action: str, scope: dict[str, Any], receive: Any) -> Response | None:
-        """The reply to ``POST /{action}``; None when the client went away before it."""
+    async def _post(
+        self, action: str, scope: dict[str, Any], receive: Any
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
+        """The reply to ``POST /{action}`` (status, JSON body, extra headers); None when the
+        client went away before it."""
         headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
         length = headers.get("content-length")
         size = int(length) if length is not None and length.isdigit() else 0
@@ -291,8 +377,9 @@ class HttpEndpoint:
         )
         served = self.routes.get(action)
         if served is None:
-            status, body = self._unknown(action, request)
+            status, body, shown = self._unknown(action, request)
         else:
+            shown = [served]
             # for the connection: a client that goes away cancels this task (``h1``)
             scope[SCOPE_REQUEST] = request
             scope[SCOPE_TASK] = asyncio.current_task(self._loop)
@@ -303,15 +390,17 @@ class HttpEndpoint:
             finally:
                 # no cycle scope -> request -> its reader -> scope: freed without the collector
                 scope[SCOPE_REQUEST] = scope[SCOPE_TASK] = None
-        extra = {"X-Request-ID": request.id}
+        extra = [(b"x-request-id", request.id.encode("latin-1"))]
         if status == 413:
-            extra["Connection"] = "close"  # the rest of that body is not worth reading
+            extra.append((b"connection", b"close"))  # the rest of that body is not worth reading
         origin = headers.get("origin")
-        if origin is not None and self.guard.origins:
-            self._cors(extra, origin)
-        return _json(status, body, extra)
+        if origin is not None:
+            cors: dict[str, str] = {}
+            self._cors(cors, origin, shown)
+            extra += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in cors.items()]
+        return status, body, extra
 
-    def _cut_short(self, request: Request) -> Response | None:
+    def _cut_short(self, request: Request) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
         """The answer for a request cancelled while handled (the port closing past its grace):
         503 JSON, never uvicorn's plain-text 500; None when its client went away."""
         task = asyncio.current_task()
@@ -320,24 +409,38 @@ class HttpEndpoint:
         if request.gone:
             return None
         gone = ServiceUnavailable(f"The HTTP server on port {self.port} closed before it answered.")
-        return _error(gone, None, {"Connection": "close", "X-Request-ID": request.id})
+        status, body = error_reply(gone)
+        return status, body, [(b"connection", b"close"), (b"x-request-id", request.id.encode("latin-1"))]
 
-    def _unknown(self, action: str, request: Request) -> tuple[int, bytes]:
-        """No served thing here has ``action``: refused by the port's checks, then by the
-        token, before anything served here is named; else 404 with what the token opens."""
+    def _unknown(self, action: str, request: Request) -> tuple[int, bytes, list[Member]]:
+        """No served thing here has ``action``: refused unless some served thing's browser
+        checks pass it, then by the token, before anything served here is named; else 404
+        with what it may see (the body, and the served things shown, for CORS)."""
         counter = self.served[0] if self.served else None
+        shown: list[Member] | None = None
         try:
-            self.guard.check(request.headers, request.peer, post=True)
-            visible = self._visible(request.token if isinstance(request.token, str) else None)
-            if visible is None:
+            admitted = self._admitting(request.headers, request.peer, post=True)
+            shown = self._shown(admitted, request.token if isinstance(request.token, str) else None)
+            if shown is None:
                 raise Unauthorized("This port is served with a token: send 'Authorization: Bearer <token>'.")
-            counter = visible[0] if visible else counter
-            known = ", ".join(a for a, s in self.routes.items() if any(s is v for v in visible)) or "none"
+            counter = shown[0] if shown else counter
+            known = ", ".join(a for a, s in self.routes.items() if any(s is v for v in shown)) or "none"
             raise UnknownAction(f"No action {action!r} on port {self.port}; actions here: {known}.")
         except SvckitError as exc:
             if counter is not None:
                 counter.path.reject(exc, request)  # counted; the reply names no served thing
-            return error_reply(exc, request_id=request.id)
+            return (*error_reply(exc, request_id=request.id), shown or [])
+
+    def _shown(self, admitted: list[Member], given: str | None) -> list[Member] | None:
+        """What a request that ``admitted`` served things' browser checks pass, with token
+        ``given``, may see; None when that is nothing, for want of the right token."""
+        visible = self._visible(given)
+        if visible is None:
+            return None
+        shown = [s for s in visible if any(s is a for a in admitted)]
+        if not shown and admitted:
+            return None  # only served things with a token it does not carry let it in
+        return shown
 
     def _visible(self, given: str | None) -> list[Member] | None:
         """The served things a request with token ``given`` may see: those without a token and
@@ -351,30 +454,26 @@ class HttpEndpoint:
         visible = [s for s in served if s.path.token is None or any(s is o for o in opened)]
         return visible or None
 
-    def _refused(self, scope: dict[str, Any], headers: dict[str, str] | None = None) -> Response | None:
-        """The port's browser checks (``Host``, ``Origin``) for what it serves itself."""
-        if headers is None:
-            headers = _headers(scope)
-        client = scope.get("client")
+    def _refused(self, scope: dict[str, Any]) -> Response | None:
+        """Refused (403) unless some served thing's browser checks (``Host``, ``Origin``) pass."""
         try:
-            self.guard.check(headers, f"{client[0]}:{client[1]}" if client else None, post=False)
+            self._admitting(_headers(scope), _peer(scope), post=False)
         except SvckitError as exc:
             return _error(exc)
         return None
 
     def _get(self, action: str, scope: dict[str, Any]) -> Response:
         headers = _headers(scope)
-        refused = self._refused(scope, headers)
-        if refused is not None:
-            return refused
+        try:
+            admitted = self._admitting(headers, _peer(scope), post=False)
+        except SvckitError as exc:
+            return _error(exc)
         prefix = self._prefix(scope, headers)
-        visible = self._visible(_token(headers))
+        visible = self._shown(admitted, _token(headers))
         extra: dict[str, str] = {}
-        origin = headers.get("origin")
-        if origin is not None and self.guard.origins:
-            self._cors(extra, origin)
+        self._cors(extra, headers.get("origin"), visible or admitted)
         if action == "health":
-            bad = [s for s in self.served if s.state is not State.RUNNING]
+            bad = [s for s in admitted if s.state is not State.RUNNING]
             names = [s.name for s in bad if visible is not None and any(s is v for v in visible)]
             health = {"status": "ok" if not bad else "unavailable", "not_running": names}
             return _json(200 if not bad else 503, encode(health), extra)
@@ -398,24 +497,26 @@ class HttpEndpoint:
             return _error(UnknownAction(f"{action!r} takes POST with a JSON object body."), 405, {"Allow": "POST"})
         return _error(UnknownAction(f"Nothing at GET /{action}; try GET /, /status or /openapi.json."))
 
-    def _options(self, scope: dict[str, Any]) -> Response:
-        """A CORS preflight from a page of an origin in ``allow_origins``; else 405."""
+    def _options(self, action: str, scope: dict[str, Any]) -> Response:
+        """A CORS preflight from a page of an origin in ``allow_origins``: of the served thing
+        with ``action``, else of one that admits the request; else 405."""
         headers = _headers(scope)
-        refused = self._refused(scope, headers)
-        if refused is not None:
-            return refused
+        try:
+            admitted = self._admitting(headers, _peer(scope), post=False, among=self.routes.get(action))
+        except SvckitError as exc:
+            return _error(exc)
         origin = headers.get("origin")
-        if origin is None or "access-control-request-method" not in headers or not self.guard.allows_origin(origin):
+        if origin is None or "access-control-request-method" not in headers or not self._allowed(origin, admitted):
             not_served = UnknownAction("Method OPTIONS is served only for CORS preflights from allow_origins.")
             return _error(not_served, 405, {"Allow": "GET, POST"})
         return Response(status_code=204, headers={"Access-Control-Allow-Origin": origin, **_CORS_PREFLIGHT})
 
-    def _cors(self, extra: dict[str, str], origin: str) -> None:
-        """Let a page of an allowed origin read the reply."""
-        if self.guard.allows_origin(origin):
-            extra["Access-Control-Allow-Origin"] = origin
-            extra["Access-Control-Expose-Headers"] = "X-Request-ID"
-            extra["Vary"] = "Origin"
+    def _allowed(self, origin: str, admitted: list[Member]) -> bool:
+        for served in admitted:
+            guard = self._guard_of(served)
+            if guard is not None and guard.allows_origin(origin):
+                return True
+        return False
 
     @staticmethod
     def _prefix(scope: dict[str, Any], headers: dict[str, str]) -> str:
@@ -426,6 +527,11 @@ class HttpEndpoint:
 
 def _headers(scope: dict[str, Any]) -> dict[str, str]:
     return {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+
+
+def _peer(scope: dict[str, Any]) -> str | None:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else None
 
 
 def _token(headers: dict[str, str]) -> str | None:
