@@ -70,6 +70,11 @@ class Pipeline:
         """The largest message the source takes in (the served thing's ``max_body``)."""
         return self.path.limits.max_body
 
+    @property
+    def read_timeout(self) -> float:
+        """Seconds a connection to a bound source has to finish its ZMQ handshake."""
+        return self.path.limits.read_timeout
+
     def pending(self) -> int:
         """Messages taken in but not finished: held by the source, queued or being handled."""
         backlog = self.source.backlog if isinstance(self.source, Source) else 0

@@ -246,6 +246,7 @@ class Served:
             "zmq": self.zmq_url,
             "uptime": round(time.time() - self.metrics.started, 3),
             "warnings": self.warnings(),
+            "zmq_connections": self._zmq.connections if self._zmq is not None else 0,
             **self.metrics.counters(),
             "pool": self.runtime.pool.stats(),  # the runtime's, shared by everything it serves
             "stalls": self._stalls(),

@@ -8,7 +8,8 @@ like requests. What each source does when that queue is full is in ``pipeline.py
 
 ``subscribe`` and ``pull`` bound the frames they take in by the served thing's ``max_body``
 (``sk.serve(..., max_body=)``, as for requests): libzmq drops the connection of a peer that
-sends a larger one, unread and uncounted (``zmqnet.limit_frames``). Re-serving a flow whose
+sends a larger one, unread and uncounted (``zmqnet.limit_frames``), and of one that does not
+finish its ZMQ handshake within ``read_timeout`` (libzmq's default is 30 s). Re-serving a flow whose
 source reads the same socket (same address, ``bind``, ``hwm`` and topic) hands the open
 socket and the messages read but not yet handled to the new flow, so nothing is lost and
 the peer never sees a disconnect. Stopping counts as dropped every message read and not
@@ -53,6 +54,9 @@ class Pipe(Protocol):
 
     @property
     def max_body(self) -> int: ...
+
+    @property
+    def read_timeout(self) -> float: ...
 
     def drop(self, count: int = 1, size: int = 0) -> None: ...
     async def tick(self, fn: Callable[[], Any], seconds: float, output: str) -> None: ...
@@ -188,13 +192,13 @@ class _ZmqSource(Source):
     def _configure(self, sock: zmq.Socket[Any]) -> None:
         """Socket options before binding or connecting."""
 
-    async def _open_socket(self, rt: Any, max_body: int) -> zmq.Socket[bytes]:
+    async def _open_socket(self, rt: Any, max_body: int, handshake: float | None = None) -> zmq.Socket[bytes]:
         from .zmqnet import bind, connect, limit_frames, make_socket
 
         asock, sock = make_socket(rt, self.kind, self.hwm)
         try:
             self._configure(sock)
-            limit_frames(sock, max_body)
+            limit_frames(sock, max_body, handshake)
             if self.bind:
                 self._address = bind(sock, self.addr, self.kind_name)
             else:
@@ -265,9 +269,9 @@ class _ZmqSource(Source):
 
         sock = self._sock
         if sock is None or self._asock is None or self._asock.closed:
-            sock = await self._open_socket(pipe.runtime, pipe.max_body)
-        else:  # taken over from the last generation, whose limit may have been another
-            limit_frames(sock, pipe.max_body)
+            sock = await self._open_socket(pipe.runtime, pipe.max_body, pipe.read_timeout)
+        else:  # taken over from the last generation, whose limits may have been others
+            limit_frames(sock, pipe.max_body, pipe.read_timeout)
         reader = Reader(sock)
         watch = None  # a connecting socket is made again when libzmq gives up on it
         if not self.bind:

@@ -46,6 +46,7 @@ __all__ = [
     "close_bound",
     "connect",
     "context",
+    "count_connections",
     "keep_connected",
     "limit_frames",
     "make_socket",
@@ -56,6 +57,10 @@ __all__ = [
 
 #: Messages moved per readiness wait before yielding to the loop.
 BATCH = 256
+#: ``ZMQ_RCVHWM`` of a request-reading socket: messages libzmq queues *per peer* (each up to
+#: ``max_body`` + ``FRAME_SLACK``) while nobody reads; past it libzmq stops reading that peer's
+#: connection and TCP pushes back. libzmq's default, 1,000, let two DEALERs park gigabytes.
+REQUEST_HWM = 32
 #: Bytes a frame may exceed ``max_body`` by and still be read (and answered 413): past it,
 #: libzmq drops the sender's connection without reading the frame.
 FRAME_SLACK = 64 * 1024
@@ -103,13 +108,18 @@ def make_socket(rt: Any, kind: int, hwm: int | None = None) -> tuple[zmq.asyncio
     return asock, zmq.Socket.shadow(asock.underlying)
 
 
-def limit_frames(sock: zmq.Socket[Any], max_body: int) -> None:
-    """Bound the frames ``sock`` takes in to ``max_body`` plus ``FRAME_SLACK`` (``ZMQ_MAXMSGSIZE``).
+def limit_frames(sock: zmq.Socket[Any], max_body: int, handshake: float | None = None) -> None:
+    """Bound the frames ``sock`` takes in to ``max_body`` plus ``FRAME_SLACK`` (``ZMQ_MAXMSGSIZE``),
+    and, given ``handshake`` (seconds: the served thing's ``read_timeout``), the time a new
+    connection has to finish its ZMTP handshake (``ZMQ_HANDSHAKE_IVL``; libzmq's default is
+    30 s, so idle TCP connects used up file descriptors faster than they were dropped).
 
-    It applies to connections made from now on (set it before ``bind``/``connect``); a
-    peer that sends a larger frame is disconnected (see the module docstring).
+    Both apply to connections made from now on (set them before ``bind``/``connect``); a
+    peer that sends a larger frame, or does not handshake in time, is disconnected.
     """
     sock.setsockopt(zmq.MAXMSGSIZE, max_body + FRAME_SLACK)
+    if handshake is not None:
+        sock.setsockopt(zmq.HANDSHAKE_IVL, max(1, int(handshake * 1000)))
 
 
 def sweep(sock: zmq.Socket[bytes], most: int, seconds: float = 0.5) -> list[list[bytes]]:
@@ -168,6 +178,43 @@ async def keep_connected(rt: Any, sock: zmq.Socket[bytes], addr: str, lost: Call
                 with contextlib.suppress(zmq.ZMQError):
                     sock.connect(addr)
                 lost()
+    finally:
+        if reader is not None:
+            reader.close()
+        with contextlib.suppress(zmq.ZMQError):
+            sock.disable_monitor()
+        amon.close(linger=0)
+
+
+_ACCEPTED = int(zmq.EVENT_ACCEPTED)
+
+
+async def count_connections(rt: Any, sock: zmq.Socket[bytes], changed: Callable[[int], None]) -> None:
+    """Follow how many connections a bound ``sock`` has, calling ``changed(count)`` on each
+    change; runs (as a task) until cancelled.
+
+    libzmq cannot refuse a connection, so this only tells: a monitor socket hears
+    "accepted" (+1) and "disconnected" (-1, also for a connection dropped for a bad or late
+    handshake or an oversized frame). It is read only when connections come and go. A
+    socket has one monitor: another one set later (a test's) silences this one.
+    """
+    where = f"inproc://svckit-connections-{id(sock)}-{next(_monitors)}"
+    sock.monitor(where, _ACCEPTED | _DISCONNECTED)
+    amon, mon = make_socket(rt, zmq.PAIR)
+    reader: Reader | None = None
+    count = 0
+    try:
+        mon.connect(where)
+        reader = Reader(mon)
+        async for frames in reader:
+            event = _event(frames)
+            if event == _ACCEPTED:
+                count += 1
+            elif event == _DISCONNECTED:
+                count = max(0, count - 1)
+            else:
+                continue
+            changed(count)
     finally:
         if reader is not None:
             reader.close()

@@ -11,10 +11,24 @@ frame, ``[status, json, id]``, so two-frame clients keep working.
 Every request gets an answer frame, but for one case: a frame larger than ``max_body``
 (plus ``zmqnet.FRAME_SLACK``) is refused by libzmq before it is read (``ZMQ_MAXMSGSIZE``),
 and the connection of the peer that sent it is dropped, so no reply can reach it (a REQ
-client waits for its own timeout). At most ``limit_concurrency`` requests run at once;
-past it the endpoint stops reading and ZMQ queues the rest. A reply that cannot be
-delivered (the requester left, or its queue stayed full) is counted once, as
+client waits for its own timeout). At most ``limit_concurrency`` requests run at once,
+holding at most ``BYTES_IN_FLIGHT`` of request bodies between them (one larger request
+still runs, alone); past either the endpoint stops reading, ZMQ queues at most
+``zmqnet.REQUEST_HWM`` messages per peer, and then TCP makes the senders wait. A reply that
+cannot be delivered (the requester left, or its queue stayed full) is counted once, as
 ``disconnected``.
+
+A connection has ``read_timeout`` to finish its ZMTP handshake (``ZMQ_HANDSHAKE_IVL``) or
+libzmq drops it. libzmq cannot refuse a connection: the endpoint counts them
+(``ZmqEndpoint.connections``, from a socket monitor) and logs a warning when they pass
+``limit_concurrency``.
+
+Request ids: with a token, ``[action, json, token, id]``; without one the third frame is the
+id. That frame always comes back as the last reply frame, but a tokenless endpoint records it
+(traffic rows, logs, error bodies) only when it passes ``ids.accepted_id`` and looks like no
+secret: not a token of a thing this runtime serves, and not shaped like one
+(``secrets.token_urlsafe``: 32 or more URL-safe characters mixing upper and lower case and
+digits). A client that sends its token to a thing that needs none keeps it out of the records.
 
 The socket helpers (context, binding, the batched ``Reader``) are in ``zmqnet.py``.
 """
@@ -27,6 +41,7 @@ import errno
 import hmac
 import logging
 import time
+from functools import partial
 from typing import Any, Protocol
 
 import zmq
@@ -34,6 +49,7 @@ import zmq.asyncio
 
 from ..codec import error_reply
 from ..errors import BadRequest, ServiceUnavailable, StateError, Unauthorized, UnknownAction
+from ..ids import accepted_id
 from ..limits import Limits
 from ..middleware import Request
 from ..request import RequestPath
@@ -41,10 +57,12 @@ from ..zmqnet import (
     BATCH,
     MORE_NOBLOCK,
     NOBLOCK,
+    REQUEST_HWM,
     SEND,
     Reader,
     bind,
     close_bound,
+    count_connections,
     limit_frames,
     make_socket,
     split_address,
@@ -62,6 +80,12 @@ ERROR = b"error"
 _SENT, _AGAIN, _GONE = 0, 1, 2
 #: Seconds a reply is retried while the requester's queue is full, before it counts as undelivered.
 RETRY_WINDOW = 1.0
+#: Bytes of request bodies the requests in flight may hold between them before reading stops
+#: (with ``limit_concurrency`` 500 and ``max_body`` 1 MiB they could hold 500 MiB, plus what
+#: the body decodes to). A request is admitted while the total is under it, so the most held
+#: is this plus one ``max_body``. Small requests never reach it: 64 MiB is 400,000 of 160 B.
+BYTES_IN_FLIGHT = 64 << 20
+_URLSAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 class Member(Protocol):
@@ -111,6 +135,12 @@ class ZmqEndpoint:
         self._most = 1  # requests in flight at most: limits.limit_concurrency
         self._room: asyncio.Future[None] | None = None  # set while reading waits for room
         self._accepting = True
+        self._held = 0  # bytes of request bodies in flight (BYTES_IN_FLIGHT)
+        self._watch: asyncio.Task[None] | None = None
+        #: Connections open on the port now (a socket monitor's count).
+        self.connections = 0
+        self._crowded = False  # warned that connections passed limit_concurrency
+        self._warned = -60.0  # when: at most one warning a minute
 
     def __repr__(self) -> str:
         return f"<ZmqEndpoint {self.served.name}>"
@@ -118,6 +148,7 @@ class ZmqEndpoint:
     # -- lifecycle (on the runtime loop) ---------------------------------------------
     async def open(self, port: int) -> None:
         asock, sock = make_socket(self.runtime, zmq.ROUTER, hwm=10_000)
+        sock.setsockopt(zmq.RCVHWM, REQUEST_HWM)  # per peer: bounded while reading waits for room
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a vanished peer raises instead of a silent drop
         self._apply(self.served.path.limits, sock)  # before binding: it applies to new connections
         try:
@@ -128,13 +159,31 @@ class ZmqEndpoint:
         parts = split_address(self.address)
         self.port = parts[1] if parts else port
         self._asock, self._sock = asock, sock
-        self._reader = asyncio.get_running_loop().create_task(self._read())
+        loop = asyncio.get_running_loop()
+        self._reader = loop.create_task(self._read())
+        self._watch = loop.create_task(count_connections(self.runtime, sock, self._connected))
+
+    def _connected(self, count: int) -> None:
+        self.connections = count
+        most = self._most
+        if count > most and not self._crowded and time.monotonic() - self._warned > 60.0:
+            self._crowded, self._warned = True, time.monotonic()
+            logger.warning(
+                "ZMQ port %s of %r: %d connections open, more than limit_concurrency (%d); libzmq "
+                "cannot refuse them (one that does not handshake is dropped after read_timeout).",
+                self.port,
+                self.served.name,
+                count,
+                most,
+            )
+        elif count <= most // 2:
+            self._crowded = False
 
     def _apply(self, limits: Limits, sock: zmq.Socket[bytes]) -> None:
         """Take up the served thing's limits (at open, and when a re-serve changed them)."""
         self._limits = limits
         self._most = limits.limit_concurrency
-        limit_frames(sock, limits.max_body)
+        limit_frames(sock, limits.max_body, limits.read_timeout)
         self._make_room()
 
     async def pause(self) -> None:
@@ -180,6 +229,11 @@ class ZmqEndpoint:
         if sock is not None and not sock.closed:
             for frames in sweep(sock, 16 * BATCH, 0.1):  # requests read by nobody yet: refused, not lost
                 self._dispatch(frames, None)
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(BaseException):
+                await watch
         asock, self._asock = self._asock, None
         if asock is not None and not asock.closed:
             await close_bound(asock, self.address)
@@ -195,7 +249,7 @@ class ZmqEndpoint:
             async for frames in reader:
                 task = self._dispatch(frames, loop)
                 del frames  # not kept while reading waits: a large message would stay in memory
-                if task is not None and len(inflight) >= self._most:
+                if task is not None and (len(inflight) >= self._most or self._held >= BYTES_IN_FLIGHT):
                     await self._wait_room()
         finally:
             self._io = None
@@ -203,7 +257,7 @@ class ZmqEndpoint:
 
     async def _wait_room(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._accepting and len(self._inflight) >= self._most:
+        while self._accepting and (len(self._inflight) >= self._most or self._held >= BYTES_IN_FLIGHT):
             room = self._room = loop.create_future()
             try:
                 await room
@@ -240,9 +294,10 @@ class ZmqEndpoint:
                 rid = body[2]
         action = body[0].decode("utf-8", "replace") if body else ""
         raw = body[1] if len(body) > 1 else b""
-        request = Request(
-            "zmq", action, raw, token=token, request_id=rid.decode("utf-8", "replace") if rid is not None else None
-        )
+        text = rid.decode("utf-8", "replace") if rid is not None else None
+        if text is not None and expected is None and self._secret_like(text):
+            text = None  # echoed to its sender below, but recorded nowhere: a made id instead
+        request = Request("zmq", action, raw, token=token, request_id=text)
         echo = [rid] if rid is not None and len(body) <= most else []
         problem: Exception | None = None
         if not cut:
@@ -278,12 +333,31 @@ class ZmqEndpoint:
         assert loop is not None
         task = loop.create_task(self._answer(envelope, request, echo))
         self._inflight.add(task)
-        task.add_done_callback(self._finished)
+        size = len(raw)
+        self._held += size
+        task.add_done_callback(partial(self._finished, size))
         return task
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _secret_like(self, text: str) -> bool:
+        """True when a tokenless endpoint's id frame may be a client's token (see the module
+        docstring): a token this runtime serves, or 32+ URL-safe characters of mixed case and
+        digits. Only frames ``accepted_id`` would take get here to be looked at."""
+        if not accepted_id(text):
+            return False
+        shaped = len(text) >= 32 and _URLSAFE.issuperset(text)
+        if shaped and any(c.isupper() for c in text) and any(c.islower() for c in text) and any(map(str.isdigit, text)):
+            return True
+        given = text.encode()
+        for other in self.runtime.served.values():
+            known = getattr(getattr(other, "path", None), "token", None)
+            if known is not None and hmac.compare_digest(given, known.encode()):
+                return True
+        return False
+
+    def _finished(self, size: int, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        if self._room is not None and len(self._inflight) < self._most:
+        self._held -= size
+        if self._room is not None and len(self._inflight) < self._most and self._held < BYTES_IN_FLIGHT:
             self._make_room()
         if not task.cancelled() and task.exception() is not None:
             logger.error("ZMQ reply task of %r failed", self.served.name, exc_info=task.exception())
