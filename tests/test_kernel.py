@@ -24,6 +24,8 @@ IPYKERNEL_FLUSH_TIMEOUT = 10.0
 
 CELLS = [
     """\
+import faulthandler, signal, sys  # a kernel SIGTERMed for not exiting shows every thread's stack
+faulthandler.register(signal.SIGTERM, file=sys.__stderr__, all_threads=True, chain=True)
 import svckit as sk
 
 @sk.service
@@ -74,7 +76,7 @@ def _run(cells: list[str], timeout: float) -> tuple[object, float, int | None, s
 def _assert_exited_by_itself(code: int | None, seconds: float, stderr: str) -> None:
     """Exit code 0: the kernel ended by itself on the shutdown request, not by SIGTERM/SIGKILL,
     and no later than ipykernel's own flush timeout makes it."""
-    assert code == 0, f"the kernel did not exit by itself (exit code {code}, {seconds:.1f} s):\n{stderr[-3000:]}"
+    assert code == 0, f"the kernel did not exit by itself (exit code {code}, {seconds:.1f} s):\n{stderr[-12000:]}"
     limit = CLEAN_EXIT + (IPYKERNEL_FLUSH_TIMEOUT if IPYKERNEL_RACE in stderr else 0.0)
     assert seconds < limit, f"the kernel took {seconds:.1f} s to exit:\n{stderr[-3000:]}"
 
