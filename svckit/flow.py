@@ -71,6 +71,7 @@ class Flow(Service):
         self.is_async = any(s.is_async for s in body)
         self.concurrent = any(s.concurrent for s in body)
         self._body = body
+        self.methods = self.stages[0].methods  # what requests meet first answers
         self._runs = tuple(s.run for s in body)
         self._segments = _segments(body)
         self._setup_needed = any(leaf._has_setup for leaf in self.leaves())

@@ -233,6 +233,8 @@ class Wrapped(Service):
         self._actions = {}
         self.is_async = mw.is_async or (inner is not None and inner.is_async)
         self.concurrent = mw.is_async or (inner is not None and inner.concurrent)
+        if inner is not None:
+            self.methods = inner.methods
         self._calls: dict[int, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {}
 
     def run(self, msg: dict[str, Any]) -> None:

@@ -230,6 +230,14 @@ class Served:
         """Who may call it from a browser (``allow_origins``, ``allow_hosts``) and ``expose_errors``."""
         return self.path.access
 
+    def methods_for(self, action: str) -> tuple[str, ...]:
+        """The HTTP methods ``action`` answers: ``("POST",)`` unless its service or
+        ``@sk.handle`` says ``methods=``."""
+        if action == self.name:
+            return self.node.methods
+        fn = self._actions[action][0]
+        return getattr(fn, "_svckit_methods", ("POST",))
+
     def params_for(self, action: str) -> list[Params]:
         if action == self.name:
             return self.node.input_params()

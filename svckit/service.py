@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar, overload
 
 from .callables import is_async_callable
@@ -25,7 +25,7 @@ from .params import Params, check_name, merge, snake
 from .running import Binder, aretrying, cell_ready, note_origin, retrying, set_up_in_cell, trimmed
 from .runtime import run_here
 
-__all__ = ["Action", "FunctionService", "Service", "handle", "lift", "service"]
+__all__ = ["Action", "FunctionService", "Service", "check_methods", "handle", "lift", "service"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -61,6 +61,11 @@ class Service:
     concurrent: bool = False
     #: Runs on the loop though it is a plain ``def`` (``@sk.service(inline=True)``).
     inline: bool = False
+    #: The HTTP methods its action answers (``@sk.service(methods=("GET", "POST"))``); a GET
+    #: reads the message's fields from the query string.
+    methods: tuple[str, ...] = ("POST",)
+    #: True when it yields several messages per message (a generator stage, or a flow with one).
+    streams: bool = False
     #: What a flow may hold it as: "stage" (takes and gives messages), "source", "sink", "middleware".
     role: ClassVar[str] = "stage"
     #: Messages this (leaf) service handled, and how many raised: drawn in flow pictures.
@@ -99,6 +104,7 @@ class Service:
         self.is_async = process is not None and is_async_callable(process)
         self.concurrent = self.is_async
         self._actions = {a: Params(m, f"{self.name}.{a}") for a, m in _find_actions(self).items()}
+        self.methods = check_methods(cls.methods, self.name)
 
     @property
     def _has_setup(self) -> bool:
@@ -276,7 +282,13 @@ class FunctionService(Service):
     """
 
     def __init__(
-        self, fn: Callable[..., Any], *, name: str | None = None, output: str | None = None, inline: bool = False
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        output: str | None = None,
+        inline: bool = False,
+        methods: Any = ("POST",),
     ) -> None:
         inner = getattr(fn, "func", None)  # functools.partial
         default = getattr(fn, "__name__", None) or getattr(inner, "__name__", None) or snake(type(fn).__name__)
@@ -294,6 +306,7 @@ class FunctionService(Service):
             raise WiringError(f"Service {self.name!r} is async def: it runs on the loop already; drop inline=True.")
         self.inline = inline
         self.concurrent = self.is_async or inline  # its own step on the runtime: no hop to the pool
+        self.methods = check_methods(methods, self.name)
         self._actions = {}
         self._bind = self._params.bind
         self._compile()
@@ -414,6 +427,25 @@ class Action(Service):
             raise
 
 
+_METHODS = ("GET", "POST")
+
+
+def check_methods(methods: Any, name: str) -> tuple[str, ...]:
+    """``methods`` as a tuple of upper-case HTTP methods (GET, POST), else ``WiringError``."""
+    if isinstance(methods, str):
+        methods = (methods,)
+    try:
+        out = tuple(dict.fromkeys(str(m).upper() for m in methods))
+    except TypeError:
+        out = ()
+    if not out or any(m not in _METHODS for m in out):
+        raise WiringError(
+            f"{name!r}: methods={methods!r}; an action is served with GET, POST or both, "
+            'e.g. methods=("GET", "POST").'
+        )
+    return out
+
+
 def _message(svc: Service, msg: Any, fields: dict[str, Any]) -> dict[str, Any]:
     if msg is None:
         return dict(fields)
@@ -462,11 +494,23 @@ def _return_annotation(fn: Callable[..., Any]) -> Any:
 def service(fn: F, /) -> FunctionService: ...
 @overload
 def service(
-    fn: Callable[..., Any], /, *, name: str | None = None, output: str | None = None, inline: bool = False
+    fn: Callable[..., Any],
+    /,
+    *,
+    name: str | None = None,
+    output: str | None = None,
+    inline: bool = False,
+    methods: Sequence[str] = ("POST",),
 ) -> FunctionService: ...
 @overload
 def service(
-    fn: None = None, /, *, name: str | None = None, output: str | None = None, inline: bool = False
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    output: str | None = None,
+    inline: bool = False,
+    methods: Sequence[str] = ("POST",),
 ) -> Callable[[Callable[..., Any]], FunctionService]: ...
 def service(
     fn: Callable[..., Any] | None = None,
@@ -475,6 +519,7 @@ def service(
     name: str | None = None,
     output: str | None = None,
     inline: bool = False,
+    methods: Sequence[str] = ("POST",),
 ) -> FunctionService | Callable[[Callable[..., Any]], FunctionService]:
     """Make a service of a function: ``@sk.service`` or ``@sk.service(name=..., output=...)``.
 
@@ -488,6 +533,10 @@ def service(
     too: it saves the hop to the pool (tens of microseconds, and two waits for the GIL
     when a cell keeps the kernel busy), for quick functions that never block. A slow
     inline function holds up everything the runtime serves.
+
+    ``methods=("GET", "POST")`` lets HTTP clients call it with ``GET /name?field=value``
+    too: query fields are validated like a JSON body's, strings coerced to the annotated
+    types (``?x=21`` is an ``int`` for ``x: int``). POST alone is the default.
 
     Examples
     --------
@@ -506,17 +555,18 @@ def service(
             raise WiringError(f"{f!r} is already a service; @sk.service goes on a plain function.")
         if not callable(f):
             raise WiringError(f"@sk.service needs a function, got {type(f).__name__}.")
-        return FunctionService(f, name=name, output=output, inline=inline)
+        return FunctionService(f, name=name, output=output, inline=inline, methods=methods)
 
     if fn is not None:
         return wrap(fn)
     return wrap
 
 
-def handle(action: str | Callable[..., Any]) -> Any:
+def handle(action: str | Callable[..., Any], *, methods: Sequence[str] = ("POST",)) -> Any:
     """Mark a method of a ``Service`` subclass as an extra action (HTTP ``POST /action``).
 
-    The method is left as it is, so it stays callable in a unit test.
+    The method is left as it is, so it stays callable in a unit test. ``methods=("GET",)``
+    serves it as ``GET /action?field=value`` instead (or as well, with ``("GET", "POST")``).
 
     Examples
     --------
@@ -534,9 +584,11 @@ def handle(action: str | Callable[..., Any]) -> Any:
         action._svckit_action = check_name(action.__name__, "action")  # type: ignore[attr-defined]
         return action
     name = check_name(action, "action")
+    allowed = check_methods(methods, name)
 
     def mark(method: F) -> F:
         method._svckit_action = name  # type: ignore[attr-defined]
+        method._svckit_methods = allowed  # type: ignore[attr-defined]
         return method
 
     return mark

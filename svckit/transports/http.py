@@ -59,7 +59,7 @@ __all__ = ["HttpEndpoint", "Member"]
 logger = logging.getLogger(__name__)
 
 _JSON = "application/json"
-_LINKS = {"status": "status", "health": "health", "openapi": "openapi.json"}
+_LINKS = {"status": "status", "health": "health", "openapi": "openapi.json", "docs": "docs"}
 _CORS_PREFLIGHT = {
     "Access-Control-Allow-Methods": "GET, POST",
     "Access-Control-Allow-Headers": "Authorization, Content-Type, X-Request-ID, X-Svckit-Token",
@@ -477,6 +477,10 @@ class HttpEndpoint:
             names = [s.name for s in bad if visible is not None and any(s is v for v in visible)]
             health = {"status": "ok" if not bad else "unavailable", "not_running": names}
             return _json(200 if not bad else 503, encode(health), extra)
+        if action == "docs" or action.startswith("docs/"):
+            from .docs import page  # static: the page asks for a token itself when the schema needs one
+
+            return page(action[5:], prefix, extra)
         if visible is None:
             # status, the index and the schema tell what is served and its last errors
             unauthorized = Unauthorized("This port is served with a token: send 'Authorization: Bearer <token>'.")
