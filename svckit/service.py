@@ -440,8 +440,7 @@ def check_methods(methods: Any, name: str) -> tuple[str, ...]:
         out = ()
     if not out or any(m not in _METHODS for m in out):
         raise WiringError(
-            f"{name!r}: methods={methods!r}; an action is served with GET, POST or both, "
-            'e.g. methods=("GET", "POST").'
+            f'{name!r}: methods={methods!r}; an action is served with GET, POST or both, e.g. methods=("GET", "POST").'
         )
     return out
 
