@@ -12,8 +12,10 @@ from .errors import (
     Fatal,
     Forbidden,
     HeadersTooLarge,
+    HTTPError,
     PayloadTooLarge,
     PortInUse,
+    ProgramFailed,
     RemoteError,
     RequestTimeout,
     Retry,
@@ -31,6 +33,7 @@ from .errors import (
 )
 from .flow import Branch, Flow, Parallel, branch, parallel
 from .middleware import Middleware, Request, Throttle, middleware, throttle
+from .program import Program, program
 from .runtime import Runtime, runtime, shutdown
 from .served import Served, State, serve
 from .service import Service, handle, service
@@ -50,12 +53,15 @@ __all__ = [
     "Fatal",
     "Flow",
     "Forbidden",
+    "HTTPError",
     "HeadersTooLarge",
     "Middleware",
     "Parallel",
     "PayloadTooLarge",
     "PortInUse",
     "Post",
+    "Program",
+    "ProgramFailed",
     "Publish",
     "Pull",
     "Push",
@@ -90,6 +96,7 @@ __all__ = [
     "middleware",
     "parallel",
     "post",
+    "program",
     "publish",
     "pull",
     "push",

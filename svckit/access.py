@@ -16,10 +16,11 @@ that comes from a browser must pass three checks (``Guard.check``), cheapest fir
   the server's own (the same host and port as ``Host``; the scheme is not compared, as
   Jupyter Server does not, so a TLS proxy in front keeps working) or one of
   ``allow_origins`` (``"*"``: any); another gets 403.
-- a POST is ``Content-Type: application/json`` (parameters such as ``charset`` allowed),
-  else 415 ``UnsupportedMediaType``: a cross-site page can send only ``text/plain``, form or
-  multipart bodies without asking first (a CORS preflight, which only ``allow_origins``
-  answers), so its "simple" POSTs never reach a stage.
+- a POST with a body is ``Content-Type: application/json`` (parameters such as ``charset``
+  allowed), else 415 ``UnsupportedMediaType``: a cross-site page can send only
+  ``text/plain``, form or multipart bodies without asking first (a CORS preflight, which
+  only ``allow_origins`` answers), so its "simple" POSTs never reach a stage. An empty
+  POST is the empty message ``{}``; from a foreign page the ``Origin`` check refuses it.
 
 Every browser sends ``Host``: a request without one (an HTTP/1.0 client) is not a browser's,
 and only its ``Content-Type`` is checked. A ``Request`` built by hand with no headers at all
@@ -181,7 +182,7 @@ class Guard:
                 )
         elif not headers:
             return  # a Request built by hand, not read off the wire: no browser sent it
-        if post:
+        if post and (headers.get("content-length", "0") != "0" or "transfer-encoding" in headers):
             kind = headers.get("content-type")
             if kind != _JSON and (kind is None or kind.partition(";")[0].strip().lower() != _JSON):
                 raise UnsupportedMediaType(
@@ -252,6 +253,6 @@ def browser_check(
 
     def check_browser(request: Request) -> None:
         if request.transport == "http":
-            check(request.headers, request.peer, True)
+            check(request.headers, request.peer, request.method != "GET")
 
     return _own_check(check_browser, "browser_check")

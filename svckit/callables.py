@@ -6,7 +6,7 @@ import functools
 import inspect
 from typing import Any
 
-__all__ = ["is_async_callable", "unwrap"]
+__all__ = ["generator_kind", "is_async_callable", "unwrap"]
 
 
 def unwrap(obj: Any) -> Any:
@@ -34,3 +34,27 @@ def is_async_callable(obj: Any) -> bool:
         return True
     call = getattr(type(obj), "__call__", None) if not inspect.isroutine(obj) else None  # noqa: B004 - inherited too
     return call is not None and inspect.iscoroutinefunction(unwrap(call))
+
+
+def generator_kind(obj: Any) -> str | None:
+    """``"sync"`` for a generator function (or a partial of one, or an object whose
+    ``__call__`` is one), ``"async"`` for an async generator function, else None.
+
+    Examples
+    --------
+    >>> def count(n):
+    ...     yield from range(n)
+    >>> async def ticks(n):
+    ...     yield n
+    >>> generator_kind(count), generator_kind(ticks), generator_kind(len)
+    ('sync', 'async', None)
+    """
+    obj = unwrap(obj)
+    if not inspect.isroutine(obj) and not inspect.isclass(obj):
+        call = getattr(type(obj), "__call__", None)  # noqa: B004 - inherited too
+        obj = unwrap(call) if call is not None else obj
+    if inspect.isasyncgenfunction(obj):
+        return "async"
+    if inspect.isgeneratorfunction(obj):
+        return "sync"
+    return None

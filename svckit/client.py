@@ -10,8 +10,8 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NoReturn
 
 from .errors import BadMessage, ServiceTimeout, ServiceUnavailable, from_body
 
@@ -73,6 +73,36 @@ class Client:
         body = json.dumps(payload(data, fields)).encode()
         return self._request("POST", action, body, timeout)
 
+    def stream(
+        self, action: str, data: Mapping[str, Any] | None = None, /, *, timeout: float | None = None, **fields: Any
+    ) -> Iterator[dict[str, Any]]:
+        """``POST /{action}`` to a streaming action: each message as it comes (the reply is
+        read as newline-delimited JSON). An error the stream ends with is raised after the
+        messages before it; ``timeout`` bounds the wait for each message. A plain action
+        yields its one reply."""
+        import requests
+
+        body = json.dumps(payload(data, fields)).encode()
+        url = f"{self.url}/{action}"
+        wait = timeout or self.timeout
+        headers = {"Accept": "application/x-ndjson"}
+        try:
+            r = self._session.post(url, data=body, timeout=wait, stream=True, headers=headers)
+        except requests.Timeout as exc:
+            raise ServiceTimeout(f"No reply from {url} within {wait} s.") from exc
+        except requests.ConnectionError as exc:
+            raise ServiceUnavailable(f"Cannot reach {url}: is it served? ({exc.__class__.__name__})") from exc
+        with r:
+            if not r.headers.get("content-type", "").startswith(_NDJSON):
+                yield self._reply(r, url, (200,))
+                return
+            try:
+                for line in r.iter_lines():
+                    if line:
+                        yield _line(line, url)
+            except requests.RequestException as exc:
+                raise ServiceUnavailable(f"The stream from {url} broke off: {exc.__class__.__name__}.") from exc
+
     def health(self) -> dict[str, Any]:
         """``GET /health``."""
         return self._request("GET", "health", None, None, ok=(200, 503))
@@ -97,6 +127,13 @@ class Client:
             raise ServiceTimeout(f"No reply from {url} within {timeout or self.timeout} s.") from exc
         except requests.ConnectionError as exc:
             raise ServiceUnavailable(f"Cannot reach {url}: is it served? ({exc.__class__.__name__})") from exc
+        return self._reply(r, url, ok)
+
+    @staticmethod
+    def _reply(r: Any, url: str, ok: tuple[int, ...]) -> dict[str, Any]:
+        if r.status_code == 200 and r.headers.get("content-type", "").startswith(_NDJSON):
+            # a streaming action called with call(): every message, as a ZMQ request gets them
+            return {"items": [_line(line, url) for line in r.content.splitlines() if line]}
         try:
             reply = r.json()
         except ValueError:
@@ -105,17 +142,17 @@ class Client:
             return reply
         if isinstance(reply, dict) and isinstance(reply.get("error"), dict):
             raise from_body(reply["error"], r.status_code)
-        raise from_body({"type": "HTTPError", "message": f"{r.status_code} from {url}: {r.text[:200]}"})
+        raise from_body({"type": "HTTPError", "message": f"{r.status_code} from {url}: {r.text[:200]}"}, r.status_code)
 
     def __getattr__(self, action: str) -> Callable[..., dict[str, Any]]:
         if action.startswith("_"):
             raise AttributeError(action)
+        return self[action]
 
-        def call(data: Mapping[str, Any] | None = None, /, **fields: Any) -> dict[str, Any]:
-            return self.call(action, data, **fields)
-
-        call.__name__ = action
-        return call
+    def __getitem__(self, action: str) -> Callable[..., dict[str, Any]]:
+        """``client["call"](x=1)``: the action of that name, also when it is named like one of
+        the client's own methods (``call``, ``stream``, ``status``, ``close``, ...)."""
+        return _action(self, action)
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -201,8 +238,6 @@ class ZmqClient:
         self, action: str, data: Mapping[str, Any] | None = None, /, *, timeout: float | None = None, **fields: Any
     ) -> dict[str, Any]:
         """Send ``[action, json]``; return the reply, or raise the remote error."""
-        import zmq
-
         rid = f"{os.getpid():x}-{next(_ids):x}"
         frames = [b"", action.encode(), json.dumps(payload(data, fields)).encode()]
         if self.token is not None:
@@ -210,13 +245,7 @@ class ZmqClient:
         frames.append(rid.encode())
         wait = self.timeout if timeout is None else timeout
         with self._lock:
-            sock = self._socket()
-            if not sock.poll(int(self.connect_timeout * 1000), zmq.POLLOUT):
-                self._drop_socket()
-                raise ServiceUnavailable(
-                    f"Nothing answers at {self.addr}: no connection within {self.connect_timeout} s. "
-                    "Is it served (and not stopped)?"
-                )
+            sock = self._connected()
             sock.send_multipart(frames)
             reply = self._wait(sock, action, wait)
         self.last_request_id = rid
@@ -229,9 +258,7 @@ class ZmqClient:
             decoded = None
         if status == b"ok" and isinstance(decoded, dict):
             return decoded
-        if isinstance(decoded, dict) and isinstance(decoded.get("error"), dict):
-            raise from_body(decoded["error"])
-        raise from_body({"type": "ZMQError", "message": f"unreadable reply from {self.addr}: {reply!r:.200}"})
+        self._raise(reply, body)
 
     def _wait(self, sock: Any, action: str, wait: float) -> list[bytes]:
         """The reply; ``ServiceUnavailable`` when the connection is gone for ``connect_timeout``
@@ -262,15 +289,74 @@ class ZmqClient:
             self._sock.close(linger=0)
             self._sock = None
 
+    def stream(
+        self, action: str, data: Mapping[str, Any] | None = None, /, *, timeout: float | None = None, **fields: Any
+    ) -> Iterator[dict[str, Any]]:
+        """Ask a streaming action for its messages as they come (the action frame
+        ``stream:ACTION``): yields each, ends at the end frame; an error the stream ends with
+        is raised after the messages before it. ``timeout`` bounds the wait for each message.
+        Stopping early (``break``) drops the socket, so what is still on its way is never
+        taken for the reply to a later call."""
+        rid = f"{os.getpid():x}-{next(_ids):x}"
+        frames = [b"", f"stream:{action}".encode(), json.dumps(payload(data, fields)).encode()]
+        if self.token is not None:
+            frames.append(self.token.encode())
+        frames.append(rid.encode())
+        wait = self.timeout if timeout is None else timeout
+        finished = False
+        with self._lock:
+            sock = self._connected()
+            sock.send_multipart(frames)
+            try:
+                while True:
+                    reply = self._wait(sock, action, wait)
+                    if len(reply) >= 4 and reply[-1] == rid.encode():
+                        reply = reply[:-1]
+                    status, body = (reply[-2], reply[-1]) if len(reply) >= 2 else (b"error", b"")
+                    if status == b"item":
+                        yield _decoded(body, self.addr)
+                    elif status in (b"end", b"ok"):
+                        finished = True
+                        if status == b"ok":  # a plain action: its one reply
+                            yield _decoded(body, self.addr)
+                        return
+                    else:
+                        finished = True
+                        self._raise(reply, body)
+            finally:
+                if not finished:
+                    self._drop_socket()
+
+    def _connected(self) -> Any:
+        import zmq
+
+        sock = self._socket()
+        if not sock.poll(int(self.connect_timeout * 1000), zmq.POLLOUT):
+            self._drop_socket()
+            raise ServiceUnavailable(
+                f"Nothing answers at {self.addr}: no connection within {self.connect_timeout} s. "
+                "Is it served (and not stopped)?"
+            )
+        return sock
+
+    def _raise(self, reply: list[bytes], body: bytes) -> NoReturn:
+        try:
+            decoded = json.loads(body)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, dict) and isinstance(decoded.get("error"), dict):
+            raise from_body(decoded["error"])
+        raise from_body({"type": "ZMQError", "message": f"unreadable reply from {self.addr}: {reply!r:.200}"})
+
     def __getattr__(self, action: str) -> Callable[..., dict[str, Any]]:
         if action.startswith("_"):
             raise AttributeError(action)
+        return self[action]
 
-        def call(data: Mapping[str, Any] | None = None, /, **fields: Any) -> dict[str, Any]:
-            return self.call(action, data, **fields)
-
-        call.__name__ = action
-        return call
+    def __getitem__(self, action: str) -> Callable[..., dict[str, Any]]:
+        """``client["call"](x=1)``: the action of that name, also when it is named like one of
+        the client's own methods (``call``, ``stream``, ``subscribe``, ``close``, ...)."""
+        return _action(self, action)
 
     def subscribe(self, topic: str = "", *, timeout: float | None = 30.0) -> Subscription:
         """Subscribe to a publisher at this client's address: an iterator of messages.
@@ -304,6 +390,38 @@ class ZmqClient:
 
 
 _ids = itertools.count(1)
+_NDJSON = "application/x-ndjson"
+
+
+def _action(client: Client | ZmqClient, action: str) -> Callable[..., dict[str, Any]]:
+    def call(data: Mapping[str, Any] | None = None, /, **fields: Any) -> dict[str, Any]:
+        return client.call(action, data, **fields)
+
+    call.__name__ = action
+    return call
+
+
+def _line(line: bytes, url: str) -> dict[str, Any]:
+    """One message of a newline-delimited JSON stream; its error line raised."""
+    try:
+        item = json.loads(line)
+    except ValueError:
+        raise from_body({"type": "HTTPError", "message": f"unreadable line from {url}: {line[:200]!r}"}) from None
+    if isinstance(item, dict) and isinstance(item.get("error"), dict) and len(item) == 1:
+        raise from_body(item["error"])
+    if not isinstance(item, dict):
+        raise from_body({"type": "HTTPError", "message": f"a stream line from {url} is not an object: {line[:200]!r}"})
+    return item
+
+
+def _decoded(body: bytes, addr: str) -> dict[str, Any]:
+    try:
+        item = json.loads(body)
+    except ValueError:
+        item = None
+    if not isinstance(item, dict):
+        raise from_body({"type": "ZMQError", "message": f"unreadable message from {addr}: {body[:200]!r}"})
+    return item
 
 
 class Subscription:

@@ -16,20 +16,27 @@
     ├── BadResult             a service returned something that is not JSON-able (HTTP 500)
     ├── ServiceTimeout        a request took longer than the served timeout (HTTP 504)
     ├── ServiceUnavailable    the served thing is failed or stopped (HTTP 503)
+    ├── ProgramFailed         an sk.program exited non-zero, or did not write its outputs (HTTP 500)
     ├── ConfigError           a service's config is unknown or ill-typed (also a TypeError)
     ├── WiringError           a flow cannot be composed as written (also a TypeError)
     ├── StateError            a lifecycle step that is not allowed now
     ├── PortInUse             the port asked for is taken (also an OSError)
     ├── RetryExhausted        a stage asked for retries and still failed
     ├── RemoteError           an error of a kind svckit does not know, raised by a remote service
+    ├── HTTPError             raised in a stage to answer with the status it names: sk.HTTPError(404, ...)
     └── ControlFlow           raised inside a stage to steer the flow
         ├── StopFlow          stop here and reply with the message so far
         ├── Retry             run this stage again after a pause
         └── Fatal             mark the service failed; it answers 503 until restarted
+
+An exception of the user's own with an integer ``status`` (or ``status_code``, as
+Starlette's and FastAPI's ``HTTPException`` spell it) from 400 to 599 is answered with
+that status and carries it in its error body; any other exception from user code is 500.
 """
 
 from __future__ import annotations
 
+import http
 from typing import Any
 
 __all__ = [
@@ -40,9 +47,11 @@ __all__ = [
     "ControlFlow",
     "Fatal",
     "Forbidden",
+    "HTTPError",
     "HeadersTooLarge",
     "PayloadTooLarge",
     "PortInUse",
+    "ProgramFailed",
     "RemoteError",
     "RequestTimeout",
     "Retry",
@@ -147,6 +156,13 @@ class ServiceUnavailable(SvckitError):
     """The served thing is failed (after ``Fatal``) or stopped; restart it to serve again."""
 
     status = 503
+
+
+class ProgramFailed(SvckitError):
+    """An external program run by ``sk.program`` exited non-zero (or without writing its
+    outputs); ``returncode`` and ``stderr_tail`` say how, ``workdir`` where it ran when kept."""
+
+    status = 500
 
 
 class ConfigError(SvckitError, TypeError):
@@ -271,6 +287,74 @@ class HeadersTooLarge(SvckitError):
     status = 431
 
 
+class HTTPError(SvckitError):
+    """Raised in a stage to answer with the HTTP status it names (400 to 599).
+
+    The error body is the usual one, with ``type`` "HTTPError", the ``status`` and any
+    ``details`` given as keywords; ``sk.Client`` and ``sk.ZmqClient`` raise it again as
+    ``HTTPError`` with the same status. An empty ``message`` is the status's phrase.
+
+    Examples
+    --------
+    >>> import svckit as sk
+    >>> @sk.service
+    ... def order(id: int) -> dict:
+    ...     raise sk.HTTPError(404, f"There is no order {id}.", id=id)
+    >>> try:
+    ...     order(id=7)
+    ... except sk.HTTPError as exc:
+    ...     print(exc.status, exc.to_dict())
+    404 {'type': 'HTTPError', 'message': 'There is no order 7.', 'status': 404, 'id': 7}
+    """
+
+    def __init__(self, status: int, message: str = "", **details: Any) -> None:
+        code = error_status(status)
+        if code is None:
+            raise ValueError(
+                f"sk.HTTPError({status!r}): the status must be an integer from 400 to 599; "
+                "to answer 2xx, return the reply instead of raising."
+            )
+        if "type" in details:
+            raise ValueError("sk.HTTPError(..., type=...): 'type' names the error in its body; use another key.")
+        if not message:
+            try:
+                message = http.HTTPStatus(code).phrase
+            except ValueError:  # a status with no registered phrase (499)
+                message = f"HTTP {code}"
+        super().__init__(message, status=code, **details)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "message": self.message, **self.details}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        details = {k: v for k, v in self.details.items() if k != "status"}
+        return (_rebuild_http, (type(self), self.status, self.message, details))
+
+
+def _rebuild_http(cls: type[HTTPError], status: int, message: str, details: dict[str, Any]) -> HTTPError:
+    return cls(status, message, **details)
+
+
+def error_status(value: Any) -> int | None:
+    """``value`` as an HTTP error status: an integer from 400 to 599 (not a bool), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599:
+        return int(value)  # an IntEnum such as HTTPStatus.NOT_FOUND as the plain number
+    return None
+
+
+def user_status(exc: BaseException) -> int | None:
+    """The status an exception from user code asks for: its ``status`` or ``status_code``
+    attribute when that is an integer from 400 to 599; None otherwise (answered 500)."""
+    for attr in ("status", "status_code"):
+        try:
+            code = error_status(getattr(exc, attr, None))
+        except Exception:  # a property that raises asks for nothing
+            code = None
+        if code is not None:
+            return code
+    return None
+
+
 _KNOWN: dict[str, type[SvckitError]] = {}
 
 
@@ -283,11 +367,15 @@ def _register_all() -> None:
 
 
 def error_body(exc: BaseException, **extra: Any) -> dict[str, Any]:
-    """The JSON error body for any exception: svckit's own details, or its type and text."""
+    """The JSON error body for any exception: svckit's own details, or its type and text
+    (and its ``status``, when it asks for one: ``user_status``)."""
     if isinstance(exc, SvckitError):
         body = exc.to_dict()
     else:
         body = {"type": type(exc).__name__, "message": str(exc)}
+        code = user_status(exc)
+        if code is not None:
+            body["status"] = code
     for key, value in extra.items():
         if value is not None:
             body.setdefault(key, value)
@@ -295,14 +383,20 @@ def error_body(exc: BaseException, **extra: Any) -> dict[str, Any]:
 
 
 def status_of(exc: BaseException) -> int:
-    """The HTTP status an exception is answered with: its own, or 500 for user errors."""
-    return exc.status if isinstance(exc, SvckitError) else 500
+    """The HTTP status an exception is answered with: svckit's own, the one a user's
+    exception asks for (``user_status``), or 500."""
+    if isinstance(exc, SvckitError):
+        return exc.status
+    code = user_status(exc)
+    return 500 if code is None else code
 
 
 def from_body(body: Any, status: int | None = None) -> SvckitError:
     """Rebuild an exception from an error body that came over the wire.
 
-    A type svckit knows comes back as that class; any other as ``RemoteError``.
+    A type svckit knows comes back as that class (``HTTPError`` with the status in the
+    body, else ``status``, the HTTP one); any other as ``RemoteError``, whose ``status`` is
+    the one in the body, else ``status``.
     """
     if not _KNOWN:
         _register_all()
@@ -312,11 +406,17 @@ def from_body(body: Any, status: int | None = None) -> SvckitError:
     message = str(body.get("message", ""))
     details = {k: v for k, v in body.items() if k not in ("type", "message")}
     cls = _KNOWN.get(kind)
-    if cls is None or cls is RemoteError:
+    if cls is None or cls is RemoteError or cls is Retry:
+        if status is not None:
+            details.setdefault("status", status)
         return RemoteError(message, type=kind, **details)
     try:
-        if cls is Retry:
-            return RemoteError(message, type=kind, **details)
+        if issubclass(cls, HTTPError):
+            code = details.pop("status", status)
+            return cls(code, message, **details)
+        details.pop("status", None)  # a known class has its own
         return cls(message, **details)
-    except TypeError:
+    except (TypeError, ValueError):  # details it does not take, a status that is no error's
+        if status is not None:
+            details.setdefault("status", status)
         return RemoteError(message, type=kind, **details)

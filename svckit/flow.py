@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 from .errors import BadMessage, StopFlow, WiringError
@@ -17,7 +17,7 @@ from .middleware import Middleware, Wrapped
 from .params import Params, check_name
 from .running import Binder, cell_ready, set_up_in_cell, trimmed
 from .runtime import run_here
-from .service import Service, lift
+from .service import Service, _last, lift
 
 __all__ = ["Branch", "Flow", "Parallel", "branch", "parallel"]
 
@@ -72,6 +72,14 @@ class Flow(Service):
         self.concurrent = any(s.concurrent for s in body)
         self._body = body
         self.methods = self.stages[0].methods  # what requests meet first answers
+        self.streams = any(s.streams for s in body)
+        self._split: tuple[Flow | None, Service, Flow | None] | None = None
+        if self.streams:
+            # before the first streaming stage, that stage, and what runs on each message it yields
+            i = next(k for k, s in enumerate(body) if s.streams)
+            head = Flow._inner(body[:i]) if i else None
+            tail = Flow._inner(body[i + 1 :]) if i + 1 < len(body) else None
+            self._split = (head, body[i], tail)
         self._runs = tuple(s.run for s in body)
         self._segments = _segments(body)
         self._setup_needed = any(leaf._has_setup for leaf in self.leaves())
@@ -142,11 +150,42 @@ class Flow(Service):
         return fields
 
     async def arun(self, msg: dict[str, Any], rt: Any) -> None:
+        if self.streams:
+            await _last(self, msg, rt)
+            return
         for kind, item in self._segments:
             if kind:
                 await item.arun(msg, rt)
             else:
                 await rt.blocking(_run_all, item, msg)
+
+    async def astream(self, msg: dict[str, Any], rt: Any) -> AsyncIterator[dict[str, Any]]:
+        """Each message that comes out of the end: the stages after a generator stage run on
+        every message it yields. A ``StopFlow`` before the generator replies the message so
+        far, once; one after it, that yielded message so far."""
+        if self._split is None:
+            await self.arun(msg, rt)
+            yield msg
+            return
+        head, stage, tail = self._split
+        if head is not None:
+            try:
+                await head.arun(msg, rt)
+            except StopFlow:
+                yield msg
+                return
+        async for out in stage.astream(msg, rt):
+            if tail is None:
+                yield out
+            elif tail.streams:
+                async for last in tail.astream(out, rt):
+                    yield last
+            else:
+                try:
+                    await tail.arun(out, rt)
+                except StopFlow:
+                    pass
+                yield out
 
     def leaves(self) -> Iterator[Service]:
         for stage in self.stages:
@@ -260,8 +299,13 @@ class Branch(Service):
         self._actions = {}
         self.is_async = any(t.is_async for t in targets)
         self.concurrent = any(t.concurrent for t in targets)
+        self.streams = any(t.streams for t in targets)
 
     _composite = True
+
+    async def astream(self, msg: dict[str, Any], rt: Any) -> AsyncIterator[dict[str, Any]]:
+        async for out in self.pick(msg).astream(msg, rt):
+            yield out
 
     def _bound_copy(self, binder: Binder) -> Service:
         clone = copy.copy(self)
@@ -333,6 +377,11 @@ class Parallel(Service):
             assert b is not None
             if b.role != "stage":
                 raise WiringError(f"parallel(): {b.name!r} is a {b.role}; only stages can run in parallel.")
+            if b.streams:
+                raise WiringError(
+                    f"parallel(): {b.name!r} streams (it has a generator stage), so its messages cannot be "
+                    "merged into one; put the generator before or after the parallel()."
+                )
         self.name = check_name(name or "parallel_" + "_".join(b.name for b in self.branches), "name")  # type: ignore[union-attr]
         self.output = self.name
         self.config = {}

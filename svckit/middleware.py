@@ -17,7 +17,7 @@ import hmac
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from .callables import is_async_callable
@@ -59,7 +59,9 @@ class Request:
     ``"every"``, ``"loop"``); ``action`` what it asks for; ``headers`` the HTTP headers
     (lower-case names; empty over ZMQ); ``peer`` the client's address where known;
     ``size`` the body's size in bytes as announced (HTTP ``Content-Length``) or read;
-    ``id`` the request id; ``token`` the credential it carries, if any.
+    ``id`` the request id; ``token`` the credential it carries, if any; ``method`` the HTTP
+    method (``"GET"`` for an action called with query fields; None off HTTP); ``emit``,
+    set by a transport that streams, takes each encoded message of a streaming action.
     """
 
     __slots__ = (
@@ -67,10 +69,12 @@ class Request:
         "_read",
         "action",
         "body",
+        "emit",
         "ended",
         "gone",
         "headers",
         "limit",
+        "method",
         "number",
         "peer",
         "size",
@@ -90,8 +94,10 @@ class Request:
         request_id: str | None = None,
         token: str | bytes | None = None,
         read: Callable[[int | None], Awaitable[bytes]] | None = None,
+        method: str | None = None,
     ) -> None:
         self.transport = transport
+        self.method = method if method is not None else ("POST" if transport == "http" else None)
         self.action = action
         self.body = body
         self.size = size if size is not None else len(body or b"")
@@ -103,6 +109,8 @@ class Request:
         self.limit: int | None = None  # set by the body limit: what reading may take at most
         self.ended = False  # set by the request path: the message came out of the end of the flow
         self.gone = False  # set by a transport before it cancels a request whose client went away
+        #: Set by a transport that streams: called with each encoded message of a streaming action.
+        self.emit: Callable[[bytes], Awaitable[None]] | None = None
         self._read = read
 
     @property
@@ -235,6 +243,7 @@ class Wrapped(Service):
         self.concurrent = mw.is_async or (inner is not None and inner.concurrent)
         if inner is not None:
             self.methods = inner.methods
+            self.streams = inner.streams
         self._calls: dict[int, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {}
 
     def run(self, msg: dict[str, Any]) -> None:
@@ -279,6 +288,36 @@ class Wrapped(Service):
         if result is not None and result is not msg:
             merge(msg, result, mw.output)
 
+    async def astream(self, msg: dict[str, Any], rt: Any) -> AsyncIterator[dict[str, Any]]:
+        """Around a streaming ``inner``: the middleware is called once, and its ``call(msg)``
+        returns once the stream has ended (with ``msg`` as given), while each message the
+        stream yields goes out as it comes; what the middleware returns is not sent (its
+        messages went out already), what it raises ends the stream with that error."""
+        if not self.streams or self.inner is None:
+            await self.arun(msg, rt)
+            yield msg
+            return
+        out: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=16)
+        task = asyncio.ensure_future(Wrapped(self.mw, _Forward(self.inner, out)).arun(msg, rt))
+        try:
+            while True:
+                if out.empty():
+                    getter = asyncio.ensure_future(out.get())
+                    await asyncio.wait((getter, task), return_when=asyncio.FIRST_COMPLETED)
+                    if not getter.done():
+                        getter.cancel()
+                        while not out.empty():
+                            yield out.get_nowait()
+                        task.result()  # the middleware's (or the stream's) error, if any
+                        return
+                    yield getter.result()
+                else:
+                    yield out.get_nowait()
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
     def _make_call(self, rt: Any) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
         inner = self.inner
         if inner is None:
@@ -306,6 +345,34 @@ class Wrapped(Service):
 
     def describe(self) -> str:
         return self.name
+
+
+class _Forward(Service):
+    """What a middleware around a stream calls: runs the stream, handing each message to
+    ``out`` (waiting while it is full), and leaves the message it was given as it is."""
+
+    _composite = True
+
+    def __init__(self, inner: Service, out: asyncio.Queue[dict[str, Any]]) -> None:
+        self.inner = inner
+        self.out = out
+        self.name = inner.name
+        self.output = inner.output
+        self.config = {}
+        self._params = None
+        self._actions = {}
+        self.is_async = True
+        self.concurrent = True
+
+    def run(self, msg: dict[str, Any]) -> None:
+        run_here(lambda rt: self.arun(msg, rt))  # from a def middleware's thread
+
+    async def arun(self, msg: dict[str, Any], rt: Any) -> None:
+        async for item in self.inner.astream(dict(msg), rt):
+            await self.out.put(item)
+
+    def leaves(self) -> Iterator[Service]:
+        yield from self.inner.leaves()
 
 
 # -- request scope ------------------------------------------------------------------------------

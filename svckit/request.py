@@ -250,13 +250,7 @@ class RequestPath:
             try:
                 body = encode(msg)
             except (TypeError, ValueError, RecursionError) as exc:
-                why = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-                bad = BadResult(
-                    f"The reply of {self.name!r} cannot be sent as JSON: {why}. "
-                    "Return dicts of str, numbers, bools, None, lists and dicts.",
-                    service=self.name,
-                )
-                return self._error(bad, request, start)  # not an output: it could not be sent
+                return self._error(self._unsendable(exc), request, start)  # not an output: it could not be sent
         if request.ended:
             metrics.output(msg)
         metrics.replied_one(request.transport, request.action, len(body), start, time.time(), 200, request.trace_id)
@@ -277,11 +271,13 @@ class RequestPath:
         node = gen.nodes.get(request.action)
         if node is None:  # a re-serve took the action away since the request was routed
             raise UnknownAction(f"{self.name!r} no longer serves {request.action!r}.", service=self.name)
+        if node.streams:
+            return await self._streamed(node, msg, request, gen.timeout)
         try:
             if gen.timeout is None:
                 await node.arun(msg, self.runtime)
             else:
-                await self._timed(node, msg, gen.timeout)
+                await self._timed(node.arun(msg, self.runtime), gen.timeout)
             request.ended = request.action == self.name
         except StopFlow:
             self.metrics.stopped += 1
@@ -290,8 +286,63 @@ class RequestPath:
             raise
         return msg
 
-    async def _timed(self, node: Service, msg: dict[str, Any], seconds: float) -> None:
-        """``node.arun`` under the served timeout: ``ServiceTimeout`` when it runs past it.
+    async def _streamed(
+        self, node: Service, msg: dict[str, Any], request: Request, timeout: float | None
+    ) -> dict[str, Any]:
+        """Run a streaming action: each message it yields is encoded, counted as an output
+        (when it came out of the end of the flow) and handed to ``request.emit`` (a pipeline
+        has none: its sinks are in the flow). The served timeout bounds the whole stream.
+        The reply is ``{"items": count}``: a transport's end marker."""
+        count = 0
+        ends = request.action == self.name
+
+        async def each() -> None:
+            nonlocal count
+            emit = request.emit
+            async for out in node.astream(msg, self.runtime):
+                try:
+                    data = encode(out)
+                except (TypeError, ValueError, RecursionError) as exc:
+                    raise self._unsendable(exc) from None
+                if ends:
+                    self.metrics.output(out)
+                count += 1
+                if emit is not None:
+                    await emit(data)
+
+        try:
+            if timeout is None:
+                await each()
+            else:
+                await self._timed(each(), timeout)
+        except StopFlow:
+            self.metrics.stopped += 1
+        except Fatal as exc:
+            self.fail(exc)
+            raise
+        return {"items": count}
+
+    def _unsendable(self, exc: BaseException) -> BadResult:
+        """The error for a reply ``encode`` refused (``exc``)."""
+        if "Out of range float" in str(exc):
+            # the input's values made it overflow (or be undefined): the caller's to change, 422
+            bad = BadResult(
+                f"The reply of {self.name!r} holds a number JSON cannot carry (infinity or NaN): the values "
+                "sent made a result overflow or undefined; send smaller or other values.",
+                service=self.name,
+            )
+            bad.status = 422
+            return bad
+        why = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        return BadResult(
+            f"The reply of {self.name!r} cannot be sent as JSON: {why}. "
+            "Return dicts of str, numbers, bools, None, lists and dicts.",
+            service=self.name,
+        )
+
+    async def _timed(self, work: Awaitable[None], seconds: float) -> None:
+        """``work`` (a node's ``arun``) under the served timeout: ``ServiceTimeout`` when it
+        runs past it.
 
         The same as ``async with asyncio.timeout(seconds)``, cancellation bookkeeping included.
         """
@@ -306,7 +357,7 @@ class RequestPath:
         cancelling = task.cancelling()
         deadline = deadlines.watch(task, seconds)
         try:
-            await node.arun(msg, self.runtime)
+            await work
         except asyncio.CancelledError as exc:
             if deadlines.done(task) and task.uncancel() <= cancelling:
                 raise ServiceTimeout(

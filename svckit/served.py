@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -258,7 +259,18 @@ class Served:
             **self.metrics.counters(),
             "pool": self.runtime.pool.stats(),  # the runtime's, shared by everything it serves
             "stalls": self._stalls(),
+            **self._stages(),
         }
+
+    def _stages(self) -> dict[str, Any]:
+        """``{"stages": {name: ...}}`` of the bound leaves that report more of themselves
+        (a ``status_extra()`` method, as ``sk.program``'s running calls); empty when none do."""
+        stages: dict[str, Any] = {}
+        for leaf in self._bound_leaves():
+            extra = getattr(leaf, "status_extra", None)
+            if callable(extra):
+                stages[leaf.name if leaf.name not in stages else f"{leaf.name}#{len(stages) + 1}"] = extra()
+        return {"stages": stages} if stages else {}
 
     def _stalls(self) -> dict[str, Any]:
         """The runtime loop's stalls (they hold up everything it serves); the latest one's
@@ -325,6 +337,13 @@ class Served:
         """The picture of what it serves, with the counts of each stage in this served thing
         (serving runs a copy of the flow: the flow you composed keeps its own counts)."""
         return Picture(self.bound if self.bound is not None else self.node, counts=True, title=self.name)
+
+    def __enter__(self) -> Served:
+        """``with sk.serve(...) as srv:``: stopped when the block ends, however it ends."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def __repr__(self) -> str:
         return f"<Served {self.name}: {self.state.value}>"
@@ -807,6 +826,7 @@ def serve(
     zmq = check_port(zmq, "zmq")
     if http is None and zmq is None and node.role != "source":
         http = 0
+    http, zmq = _pinned(name, http, zmq)
     if timeout is not None and timeout <= 0:
         raise WiringError(f"timeout={timeout!r}: give a positive number of seconds, or None for no limit.")
     limits = Limits(max_body, max_header, limit_concurrency, read_timeout, drain_timeout)
@@ -839,6 +859,27 @@ def serve(
         )
         served._open(http, zmq)
         return served
+
+
+def _pinned(name: str, http: int | None, zmq: int | None) -> tuple[int | None, int | None]:
+    """Ports pinned from outside (``svckit run --http NAME=PORT``): ``SVCKIT_PORTS`` holds
+    ``{"name": {"http": 8000, "zmq": 5555}}``: a pin wins over the call's port, and adds the
+    transport when the call had none; under ``"*"``, it replaces the port of every call that has one."""
+    raw = os.environ.get("SVCKIT_PORTS")
+    if not raw:
+        return http, zmq
+    try:
+        table = json.loads(raw)
+    except ValueError:
+        logger.warning("SVCKIT_PORTS=%r is not JSON: no ports are pinned.", raw)
+        return http, zmq
+    for key in ("*", name):
+        entry = table.get(key) if isinstance(table, dict) else None
+        if isinstance(entry, dict):
+            anyone = key == "*"
+            http = http if anyone and http is None else entry.get("http", http)
+            zmq = zmq if anyone and zmq is None else entry.get("zmq", zmq)
+    return http, zmq
 
 
 def _token(token: Any) -> str | None:

@@ -13,17 +13,19 @@ runs as it is: its ``setup()`` once before the first call, its ``teardown()`` at
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import typing
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar, overload
 
-from .callables import is_async_callable
+from .callables import generator_kind, is_async_callable
 from .config import config_fields, validate_config
 from .errors import BadMessage, ConfigError, ControlFlow, Retry, StateError, StopFlow, WiringError
 from .params import Params, check_name, merge, snake
 from .running import Binder, aretrying, cell_ready, note_origin, retrying, set_up_in_cell, trimmed
 from .runtime import run_here
+from .streaming import collect, pump
 
 __all__ = ["Action", "FunctionService", "Service", "check_methods", "handle", "lift", "service"]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,6 +68,8 @@ class Service:
     methods: tuple[str, ...] = ("POST",)
     #: True when it yields several messages per message (a generator stage, or a flow with one).
     streams: bool = False
+    #: ``"sync"`` or ``"async"`` for a generator stage (its ``process`` or function yields).
+    _generator: str | None = None
     #: What a flow may hold it as: "stage" (takes and gives messages), "source", "sink", "middleware".
     role: ClassVar[str] = "stage"
     #: Messages this (leaf) service handled, and how many raised: drawn in flow pictures.
@@ -102,6 +106,10 @@ class Service:
         process = getattr(self, "process", None)
         self._params = Params(process, self.name) if process is not None else None
         self.is_async = process is not None and is_async_callable(process)
+        self._generator = generator_kind(process) if process is not None else None
+        if self._generator is not None:
+            self.streams = True
+            self.is_async = True  # it runs as a stream on the loop (a def generator's body in the pool)
         self.concurrent = self.is_async
         self._actions = {a: Params(m, f"{self.name}.{a}") for a, m in _find_actions(self).items()}
         self.methods = check_methods(cls.methods, self.name)
@@ -150,6 +158,9 @@ class Service:
 
     async def arun(self, msg: dict[str, Any], rt: Any) -> None:
         """Handle ``msg`` on the runtime loop; blocking code goes to the worker pool."""
+        if self.streams:
+            await _last(self, msg, rt)
+            return
         if not self.is_async:
             if self.inline:
                 self.run(msg)  # declared quick: right here on the loop, like an async def
@@ -167,13 +178,16 @@ class Service:
         """Run on one message right here and return the resulting message.
 
         ``svc(text="a b")`` and ``svc({"text": "a b"})`` are the same call. The first call
-        runs the ``setup()`` of every stage that has one.
+        runs the ``setup()`` of every stage that has one. A streaming service (one with a
+        generator stage) returns the list of messages it yields (see ``stream``).
         """
         __tracebackhide__ = True
         # ``fields`` is a new dict made for this call: it can be the message itself
         message = fields if msg is None else _message(self, msg, fields)
         if self._needs_setup and self not in cell_ready:
             set_up_in_cell(self)
+        if self.streams:
+            return self._collected(message)  # type: ignore[return-value]
         try:
             self.run(message)
         except StopFlow:
@@ -185,6 +199,65 @@ class Service:
     @property
     def _needs_setup(self) -> bool:
         return any(leaf._has_setup for leaf in self.leaves())
+
+    def stream(self, msg: Mapping[str, Any] | None = None, /, **fields: Any) -> list[dict[str, Any]]:
+        """Run on one message right here and return every message that comes out: one for a
+        plain service, each message a generator stage yields (through the stages after it)
+        for a streaming one.
+
+        Examples
+        --------
+        >>> import svckit as sk
+        >>> @sk.service
+        ... def words(text: str):
+        ...     for word in text.split():
+        ...         yield {"word": word}
+        >>> [m["word"] for m in (words >> sk.service(lambda word: word.upper(), name="up")).stream(text="a b")]
+        ['a', 'b']
+        """
+        __tracebackhide__ = True
+        message = fields if msg is None else _message(self, msg, fields)
+        if self._needs_setup and self not in cell_ready:
+            set_up_in_cell(self)
+        if not self.streams:
+            return [self(message)]
+        return self._collected(message)
+
+    def _collected(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        __tracebackhide__ = True
+        try:
+            return run_here(lambda rt: collect(self.astream(message, rt)))
+        except Exception as exc:
+            raise trimmed(exc)
+
+    async def astream(self, msg: dict[str, Any], rt: Any) -> AsyncIterator[dict[str, Any]]:
+        """The messages that come out for ``msg``, on the runtime loop: ``msg`` itself once
+        it has been handled, for a service that does not stream; for a generator stage, each
+        message it yields, a copy of ``msg`` with the item merged in (a dict merged, ``None``
+        as it is, another value under ``output``)."""
+        if self._generator is None:
+            await self.arun(msg, rt)
+            yield msg
+            return
+        assert self._params is not None
+        self.calls += 1
+        try:
+            kw = self._params.bind(msg)
+            fn = self._target()
+            if self._generator == "async":
+                items: AsyncIterator[Any] = fn(**kw)
+            else:
+                items = pump(lambda: fn(**kw), asyncio.get_running_loop(), rt.pool)
+            try:
+                async for item in items:
+                    out = dict(msg)
+                    merge(out, item, self.output)
+                    yield out
+            finally:
+                await items.aclose()  # type: ignore[attr-defined]
+        except Exception as exc:
+            self._failed(exc)
+            raise
 
     def emit(self, msg: Mapping[str, Any] | None = None, /, **fields: Any) -> None:
         """From ``loop()``: send a message downstream (besides what ``loop()`` returns).
@@ -302,9 +375,18 @@ class FunctionService(Service):
         self.output = output or self.name
         self._params = Params(fn, self.name)
         self.is_async = is_async_callable(fn)
+        self._generator = generator_kind(fn)
         if inline and self.is_async:
             raise WiringError(f"Service {self.name!r} is async def: it runs on the loop already; drop inline=True.")
+        if inline and self._generator:
+            raise WiringError(
+                f"Service {self.name!r} is a generator: it streams from the worker pool (an async def generator "
+                "from the loop); drop inline=True."
+            )
         self.inline = inline
+        if self._generator is not None:
+            self.streams = True
+            self.is_async = True  # it runs as a stream on the loop (a def generator's body in the pool)
         self.concurrent = self.is_async or inline  # its own step on the runtime: no hop to the pool
         self.methods = check_methods(methods, self.name)
         self._actions = {}
@@ -316,7 +398,7 @@ class FunctionService(Service):
         """This instance's hot path: a ``run`` specialised for its signature (``Params.compile``)."""
         self.__dict__.pop("run", None)
         assert self._params is not None
-        fast = None if self.is_async else self._params.compile(self.fn, self)
+        fast = None if self.is_async or self.streams else self._params.compile(self.fn, self)
         if fast is not None:
             self.run = fast  # type: ignore[method-assign,assignment]
 
@@ -425,6 +507,17 @@ class Action(Service):
         except Exception as exc:
             note_origin(exc, self.name)
             raise
+
+
+async def _last(svc: Service, msg: dict[str, Any], rt: Any) -> None:
+    """Run a streaming ``svc`` where one message is expected (a pipeline, ``run``): every
+    message goes through, and ``msg`` becomes the last one."""
+    last = None
+    async for out in svc.astream(dict(msg), rt):
+        last = out
+    if last is not None:
+        msg.clear()
+        msg.update(last)
 
 
 _METHODS = ("GET", "POST")

@@ -64,6 +64,8 @@ REQUEST_HWM = 32
 #: Bytes a frame may exceed ``max_body`` by and still be read (and answered 413): past it,
 #: libzmq drops the sender's connection without reading the frame.
 FRAME_SLACK = 64 * 1024
+#: Connections the kernel may hold for a bound socket before libzmq accepts them (as HTTP ports).
+BACKLOG = 2048
 # Plain ints: pyzmq's flag enums do their arithmetic in Python, per frame.
 NOBLOCK = _NOBLOCK = int(zmq.NOBLOCK)
 MORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
@@ -257,6 +259,9 @@ def bind(sock: zmq.Socket[Any], addr: str, what: str) -> str:
     parts = split_address(addr)
     if parts is not None and ":" in parts[0]:
         sock.setsockopt(zmq.IPV6, 1)
+    # libzmq's default backlog is 100: a burst of clients connecting at once overflowed it,
+    # and those past it waited a TCP retransmission (about 1 s) to be accepted (HTTP: 2048)
+    sock.setsockopt(zmq.BACKLOG, BACKLOG)
     try:
         sock.bind(addr)
     except zmq.ZMQError as exc:

@@ -151,7 +151,9 @@ def test_coercion_over_http(sk_serve, curl):
     typed = sk.service(name="square")(_square)
     srv2 = sk_serve(typed, name="square", http=srv.http_port)
     assert curl("POST", f"{srv.url}/double", '{"n": "3"}') == (200, {"n": "3", "double": "33"})
-    assert curl("POST", f"{srv2.url}/square", '{"n": "3"}')[1]["square"] == 9  # coerced for the call
+    assert curl("POST", f"{srv2.url}/square", '{"n": 3.0}')[1]["square"] == 9  # an integer for the call
+    status, reply = curl("POST", f"{srv2.url}/square", '{"n": "3"}')  # a string is no number
+    assert (status, reply["error"]["field"]) == (422, "n")
 
 
 def _square(n: int) -> int:
@@ -444,13 +446,19 @@ def test_a_blocking_service_times_out_while_others_answer(sk_serve, curl, bystan
 
 
 @pytest.mark.parametrize(
-    ("value", "why"),
-    [({"obj": object()}, "not JSON serializable"), ({"nan": math.nan}, "not JSON compliant"), ({1, 2}, "set")],
+    ("value", "why", "code"),
+    [
+        ({"obj": object()}, "not JSON serializable", 500),
+        ({1, 2}, "set", 500),
+        # the values sent made it overflow: the caller's to change (a 500 before)
+        ({"nan": math.nan}, "JSON cannot carry (infinity or NaN)", 422),
+        ({"big": 1e308 * 10}, "JSON cannot carry (infinity or NaN)", 422),
+    ],
 )
-def test_a_non_json_result_is_a_500_bad_result(sk_serve, curl, bystander, value, why):
+def test_a_non_json_result_is_a_bad_result(sk_serve, curl, bystander, value, why, code):
     srv = sk_serve(sk.service(lambda x: value, name="odd"), name="odd")
     status, reply = curl("POST", f"{srv.url}/odd", '{"x": 1}')
-    assert status == 500
+    assert status == code
     assert reply["error"]["type"] == "BadResult"
     assert why in reply["error"]["message"]
     bystander()

@@ -101,7 +101,7 @@ def test_ill_typed_field_is_bad_message():
     assert "'three'" in str(info.value)
 
 
-def test_fields_are_coerced_from_type_hints():
+def test_fields_are_checked_by_json_types_from_type_hints():
     seen = []
 
     @sk.service
@@ -109,8 +109,10 @@ def test_fields_are_coerced_from_type_hints():
         seen.append((type(n), [type(i) for i in items]))
         return n * n
 
-    assert square(n="3", items=["1", 2])["square"] == 9
+    assert square(n=3.0, items=[1.0, 2])["square"] == 9  # a number with no fraction is an integer
     assert seen == [(int, [int, int])]
+    with pytest.raises(sk.BadMessage, match=r"field 'items\[0\]'"):
+        square(n=3, items=["1"])  # a string is no number
 
 
 def test_default_parameters_may_be_missing():

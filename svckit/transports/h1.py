@@ -205,15 +205,18 @@ def _expire(proto: Any, bounds: Bounds, reading_head: bool, begun: bool) -> None
 
 def _lost(proto: Any) -> None:
     """The connection closed: the request being handled (not one pipelined behind it, which
-    never started) is cancelled, counted as gone."""
+    never started) is cancelled, counted as gone; a streaming reply too, midway (uvicorn
+    would drop what it sends, and the stream would run on for nobody)."""
     cycle = proto.running
-    if cycle is None or cycle.response_started or proto.timed_out:
+    if cycle is None or proto.timed_out:
+        return
+    scope = cycle.scope
+    request = scope.get(SCOPE_REQUEST)
+    if cycle.response_started and (cycle.response_complete or request is None or request.emit is None):
         return
     if not cycle.response_complete:  # uvicorn marks only the last request it parsed
         cycle.disconnected = True
         cycle.message_event.set()
-    scope = cycle.scope
-    request = scope.get(SCOPE_REQUEST)
     if request is not None and not request.gone:
         request.gone = True
         task = scope.get(SCOPE_TASK)

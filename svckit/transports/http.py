@@ -27,12 +27,15 @@ in flight at most that long), taken again on every attach, park and detach.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, Protocol
 
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from ..access import Guard
@@ -60,12 +63,11 @@ logger = logging.getLogger(__name__)
 
 _JSON = "application/json"
 _LINKS = {"status": "status", "health": "health", "openapi": "openapi.json", "docs": "docs"}
-_CORS_PREFLIGHT = {
-    "Access-Control-Allow-Methods": "GET, POST",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type, X-Request-ID, X-Svckit-Token",
-    "Access-Control-Max-Age": "600",
-    "Vary": "Origin",
-}
+#: What the port answers itself, with GET (and HEAD): never actions.
+_PAGES = frozenset(("", "health", "status", "openapi.json", "docs"))
+_PAGE_METHODS = "GET, HEAD"
+#: What a page of an allowed origin may send besides the CORS-safelisted headers.
+_CORS_HEADERS = ("Authorization", "X-Request-ID", "X-Svckit-Token", "Last-Event-ID", "Cache-Control")
 
 
 class Member(Protocol):
@@ -85,6 +87,7 @@ class Member(Protocol):
     def access(self) -> Access: ...
     def status(self) -> dict[str, Any]: ...
     def params_for(self, action: str) -> list[Any]: ...
+    def methods_for(self, action: str) -> tuple[str, ...]: ...
 
 
 def _http_impl() -> str:
@@ -129,6 +132,7 @@ class HttpEndpoint:
         self.guards: list[tuple[Member, Guard, bool]] = []  # each served thing's own, its token
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._cors_apps: dict[tuple[str, ...], CORSMiddleware] = {}
 
     def _port_number(self) -> int:
         return self.port
@@ -311,17 +315,35 @@ class HttpEndpoint:
                 return guard
         return None
 
-    def _cors(self, extra: dict[str, str], origin: str | None, shown: list[Member]) -> None:
-        """Let a page of ``origin`` read the reply when every served thing it shows allows it."""
+    def _cors(self, origin: str | None, shown: list[Member]) -> CORSMiddleware | None:
+        """Starlette's CORS middleware for a reply a page of ``origin`` may read: when every
+        served thing it shows lists ``origin`` in ``allow_origins``; else None."""
         if origin is None or not shown:
-            return
+            return None
         for served in shown:
             guard = self._guard_of(served)
             if guard is None or not guard.allows_origin(origin):
-                return
-        extra["Access-Control-Allow-Origin"] = origin
-        extra["Access-Control-Expose-Headers"] = "X-Request-ID"
-        extra["Vary"] = "Origin"
+                return None
+        return self._cors_of(shown[0])
+
+    def _cors_of(self, served: Member) -> CORSMiddleware:
+        """The CORS middleware of ``served``'s ``allow_origins`` (one per set, kept)."""
+        origins = tuple(sorted({o.lower().rstrip("/") for o in served.access.allow_origins}))
+        cors = self._cors_apps.get(origins)
+        if cors is None:
+            if len(self._cors_apps) >= 64:
+                self._cors_apps.clear()  # re-serves with ever new origins: bounded
+            cors = self._cors_apps[origins] = CORSMiddleware(
+                _no_app,
+                allow_origins=origins,
+                allow_methods=("GET", "POST"),
+                allow_headers=_CORS_HEADERS,
+                expose_headers=("X-Request-ID",),
+                allow_credentials=False,  # a token travels in a header; cookies are never asked for
+                allow_private_network=True,  # a public page calling 127.0.0.1 asks for this too
+                max_age=600,
+            )
+        return cors
 
     # -- the ASGI app ------------------------------------------------------------
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -333,37 +355,82 @@ class HttpEndpoint:
             path = path[len(root) :]
         action = path.strip("/")
         method: str = scope["method"]
-        if method == "POST":
-            posted = await self._post(action, scope, receive)
-            if posted is None:
-                return  # the client went away: nobody to answer (counted as disconnected)
-            # the two ASGI messages written here: a starlette Response costs ~1.5 us more a request
-            status, body, extra = posted
-            head = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), *extra]
-            await send({"type": "http.response.start", "status": status, "headers": head})
-            await send({"type": "http.response.body", "body": body})
-            return
-        if method in ("GET", "HEAD"):
-            response = self._get(action, scope)
+        served = self.routes.get(action)
+        cors: CORSMiddleware | None = None
+        if method == "POST" or (method == "GET" and served is not None and "GET" in served.methods_for(action)):
+            allowed = served.methods_for(action) if served is not None else ("POST",)
+            if method not in allowed or (served is None and _is_page(action)):
+                response = self._refused(scope) or _not_allowed(method, action, allowed if served else None)
+            elif served is not None and action == served.name and served.node.streams:
+                await self._stream(action, served, scope, receive, send, method)
+                return
+            else:
+                answer = await self._call(action, served, scope, receive, method)
+                if answer is None:
+                    return  # the client went away: nobody to answer (counted as disconnected)
+                # the two ASGI messages written here: a starlette Response costs ~1.5 us more a request
+                status, body, extra, cors = answer
+                head = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), *extra]
+                if cors is not None:
+                    send = functools.partial(cors.send, send=send, request_headers=Headers(scope=scope))
+                await send({"type": "http.response.start", "status": status, "headers": head})
+                await send({"type": "http.response.body", "body": body})
+                return
+        elif method in ("GET", "HEAD"):
+            response, cors = self._get(action, scope)
         elif method == "OPTIONS":
             response = self._options(action, scope)
         else:
-            response = self._refused(scope) or _error(
-                UnknownAction(f"Method {method} is not served; use POST /{{action}} or GET."),
-                405,
-                {"Allow": "GET, POST"},
-            )
+            methods = served.methods_for(action) if served is not None else None
+            response = self._refused(scope) or _not_allowed(method, action, methods)
+        if cors is not None:
+            send = functools.partial(cors.send, send=send, request_headers=Headers(scope=scope))
         await response(scope, receive, send)
 
-    async def _post(
-        self, action: str, scope: dict[str, Any], receive: Any
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
-        """The reply to ``POST /{action}`` (status, JSON body, extra headers); None when the
-        client went away before it."""
+    async def _stream(
+        self, action: str, served: Member, scope: dict[str, Any], receive: Any, send: Any, method: str
+    ) -> None:
+        """A streaming action's reply: each message as it comes, as Server-Sent Events when
+        the request accepts ``text/event-stream``, else as newline-delimited JSON. An error
+        before the first message is the usual JSON error reply with its status; one after
+        it ends the stream as a last line (``{"error": ...}``) or an ``error`` event."""
+        accept = next((v for k, v in scope["headers"] if k == b"accept"), b"")
+        stream = _Stream(send, sse=b"text/event-stream" in accept.lower())
+        origin = next((v for k, v in scope["headers"] if k == b"origin"), None)
+        cors = self._cors(origin.decode("latin-1"), [served]) if origin is not None else None
+        if cors is not None:
+            stream.send = functools.partial(cors.send, send=send, request_headers=Headers(scope=scope))
+        answer = await self._call(action, served, scope, receive, method, stream)
+        if answer is None:
+            return
+        status, body, extra, _ = answer
+        await stream.finish(status, body, extra)
+
+    async def _call(
+        self,
+        action: str,
+        served: Member | None,
+        scope: dict[str, Any],
+        receive: Any,
+        method: str,
+        stream: _Stream | None = None,
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]], CORSMiddleware | None] | None:
+        """The reply to ``POST /{action}`` (or ``GET /{action}?field=value`` for an action that
+        takes GET): status, JSON body, extra headers and the CORS middleware to send it
+        through; None when the client went away before it."""
         headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
-        length = headers.get("content-length")
-        size = int(length) if length is not None and length.isdigit() else 0
         client = scope.get("client")
+        if method == "GET":
+            query: bytes = scope.get("query_string", b"")
+            size = len(query)
+            target: Any = None
+            if served is not None:
+                target = served.node if action == served.name else served.params_for(action)
+            read = functools.partial(_query_body, target, query)
+        else:
+            length = headers.get("content-length")
+            size = int(length) if length is not None and length.isdigit() else 0
+            read = functools.partial(_read_body, receive, scope=scope)
         request = Request(
             "http",
             action,
@@ -373,9 +440,12 @@ class HttpEndpoint:
             peer=f"{client[0]}:{client[1]}" if client else None,
             request_id=headers.get("x-request-id"),
             token=_token(headers),
-            read=lambda limit: _read_body(receive, limit, scope),
+            read=read,
+            method=method,
         )
-        served = self.routes.get(action)
+        if stream is not None:
+            stream.request_id = request.id.encode("latin-1")
+            request.emit = stream.emit
         if served is None:
             status, body, shown = self._unknown(action, request)
         else:
@@ -386,7 +456,8 @@ class HttpEndpoint:
             try:
                 status, body = await served.path.handle(request)
             except asyncio.CancelledError:
-                return self._cut_short(request)
+                cut = self._cut_short(request)
+                return None if cut is None else (*cut, None)
             finally:
                 # no cycle scope -> request -> its reader -> scope: freed without the collector
                 scope[SCOPE_REQUEST] = scope[SCOPE_TASK] = None
@@ -394,11 +465,7 @@ class HttpEndpoint:
         if status == 413:
             extra.append((b"connection", b"close"))  # the rest of that body is not worth reading
         origin = headers.get("origin")
-        if origin is not None:
-            cors: dict[str, str] = {}
-            self._cors(cors, origin, shown)
-            extra += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in cors.items()]
-        return status, body, extra
+        return status, body, extra, (self._cors(origin, shown) if origin is not None else None)
 
     def _cut_short(self, request: Request) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
         """The answer for a request cancelled while handled (the port closing past its grace):
@@ -462,71 +529,163 @@ class HttpEndpoint:
             return _error(exc)
         return None
 
-    def _get(self, action: str, scope: dict[str, Any]) -> Response:
+    def _get(self, action: str, scope: dict[str, Any]) -> tuple[Response, CORSMiddleware | None]:
         headers = _headers(scope)
         try:
             admitted = self._admitting(headers, _peer(scope), post=False)
         except SvckitError as exc:
-            return _error(exc)
+            return _error(exc), None
         prefix = self._prefix(scope, headers)
         visible = self._shown(admitted, _token(headers))
-        extra: dict[str, str] = {}
-        self._cors(extra, headers.get("origin"), visible or admitted)
+        origin = headers.get("origin")
+        cors = self._cors(origin, visible or admitted) if origin is not None else None
         if action == "health":
             bad = [s for s in admitted if s.state is not State.RUNNING]
             names = [s.name for s in bad if visible is not None and any(s is v for v in visible)]
             health = {"status": "ok" if not bad else "unavailable", "not_running": names}
-            return _json(200 if not bad else 503, encode(health), extra)
+            return _json(200 if not bad else 503, encode(health)), cors
         if action == "docs" or action.startswith("docs/"):
             from .docs import page  # static: the page asks for a token itself when the schema needs one
 
-            return page(action[5:], prefix, extra)
+            return page(action[5:], prefix, {}), cors
         if visible is None:
             # status, the index and the schema tell what is served and its last errors
             unauthorized = Unauthorized("This port is served with a token: send 'Authorization: Bearer <token>'.")
-            return _error(unauthorized, None, extra)
+            return _error(unauthorized), cors
         routes = {a: s for a, s in self.routes.items() if any(s is v for v in visible)}
         if action == "status":
             body = {"port": self.port, "served": {s.name: s.status() for s in visible}}
-            return _json(200, encode(body), extra)
+            return _json(200, encode(body)), cors
         if action == "openapi.json":
             from .openapi import build
 
-            return _json(200, encode(build(routes, prefix)), extra)
+            return _json(200, encode(build(routes, prefix))), cors
         if action == "":
             links = {name: f"{prefix}/{path}" for name, path in _LINKS.items()}
             index = {"actions": {a: f"{prefix}/{a}" for a in routes}, "links": links}
-            return _json(200, encode(index), extra)
+            return _json(200, encode(index)), cors
         if action in routes:
-            return _error(UnknownAction(f"{action!r} takes POST with a JSON object body."), 405, {"Allow": "POST"})
-        return _error(UnknownAction(f"Nothing at GET /{action}; try GET /, /status or /openapi.json."))
+            return _not_allowed(scope["method"], action, routes[action].methods_for(action)), cors
+        return _error(UnknownAction(f"Nothing at GET /{action}; try GET /, /status, /docs or /openapi.json.")), cors
 
     def _options(self, action: str, scope: dict[str, Any]) -> Response:
-        """A CORS preflight from a page of an origin in ``allow_origins``: of the served thing
-        with ``action``, else of one that admits the request; else 405."""
+        """A CORS preflight from a page of an origin in ``allow_origins``, answered by
+        Starlette's CORS middleware: of the served thing with ``action``, else of one that
+        admits the request; else 405 (403 for a foreign origin)."""
         headers = _headers(scope)
+        served = self.routes.get(action)
         try:
-            admitted = self._admitting(headers, _peer(scope), post=False, among=self.routes.get(action))
+            admitted = self._admitting(headers, _peer(scope), post=False, among=served)
         except SvckitError as exc:
             return _error(exc)
         origin = headers.get("origin")
-        if origin is None or "access-control-request-method" not in headers or not self._allowed(origin, admitted):
-            not_served = UnknownAction("Method OPTIONS is served only for CORS preflights from allow_origins.")
-            return _error(not_served, 405, {"Allow": "GET, POST"})
-        return Response(status_code=204, headers={"Access-Control-Allow-Origin": origin, **_CORS_PREFLIGHT})
+        allowing = None
+        if origin is not None and "access-control-request-method" in headers:
+            allowing = next((s for s in admitted if self._allows(s, origin)), None)
+        if allowing is None:
+            methods = served.methods_for(action) if served is not None else None
+            return _not_allowed("OPTIONS", action, methods, preflight=True)
+        return self._cors_of(allowing).preflight_response(request_headers=Headers(scope=scope))
 
-    def _allowed(self, origin: str, admitted: list[Member]) -> bool:
-        for served in admitted:
-            guard = self._guard_of(served)
-            if guard is not None and guard.allows_origin(origin):
-                return True
-        return False
+    def _allows(self, served: Member, origin: str) -> bool:
+        guard = self._guard_of(served)
+        return guard is not None and guard.allows_origin(origin)
 
     @staticmethod
     def _prefix(scope: dict[str, Any], headers: dict[str, str]) -> str:
         forwarded = headers.get("x-forwarded-prefix")
         prefix = forwarded if forwarded is not None else scope.get("root_path", "")
         return prefix.rstrip("/")
+
+
+class _Stream:
+    """The reply of a streaming action on one HTTP connection: its head goes out with the
+    first message (so an error before it keeps its status), then one chunk per message."""
+
+    __slots__ = ("count", "request_id", "send", "sse", "started")
+
+    def __init__(self, send: Any, sse: bool) -> None:
+        self.send = send
+        self.sse = sse
+        self.started = False
+        self.count = 0
+        self.request_id = b""
+
+    async def _start(self) -> None:
+        self.started = True
+        kind = b"text/event-stream" if self.sse else b"application/x-ndjson"
+        head = [
+            (b"content-type", kind),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),  # proxies that buffer (nginx) pass it on at once
+            (b"x-request-id", self.request_id),
+        ]
+        await self.send({"type": "http.response.start", "status": 200, "headers": head})
+
+    async def emit(self, data: bytes) -> None:
+        if not self.started:
+            await self._start()
+        self.count += 1
+        chunk = b"data: " + data + b"\n\n" if self.sse else data + b"\n"
+        await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def finish(self, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
+        """End the stream with the request path's answer: ``{"items": n}`` or an error body."""
+        if not self.started and status != 200:
+            head = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), *extra]
+            await self.send({"type": "http.response.start", "status": status, "headers": head})
+            await self.send({"type": "http.response.body", "body": body})
+            return
+        if not self.started:
+            await self._start()  # a stream of no messages
+        if self.sse:
+            tail = (b"event: end\ndata: " if status == 200 else b"event: error\ndata: ") + body + b"\n\n"
+        else:
+            tail = b"" if status == 200 else body + b"\n"
+        await self.send({"type": "http.response.body", "body": tail})
+
+
+async def _no_app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+    """What svckit's CORS middlewares wrap: nothing (they are asked for headers and preflights)."""
+
+
+def _is_page(action: str) -> bool:
+    return action in _PAGES or action.startswith("docs/")
+
+
+def _not_allowed(method: str, action: str, methods: tuple[str, ...] | None, preflight: bool = False) -> Response:
+    """405 naming what ``/{action}`` takes (``methods`` of an action; None: a page or nothing)."""
+    if methods is None and (_is_page(action) or preflight):
+        allow = _PAGE_METHODS if _is_page(action) else "GET, POST"
+        what = f"GET /{action}" if _is_page(action) else f"/{action}"
+    elif methods is None:
+        allow, what = "GET, POST", f"/{action}"
+    else:
+        allow, what = ", ".join(methods), f"Action {action!r}"
+    if preflight:
+        text = (
+            "Method OPTIONS is served only for CORS preflights from a page of one of allow_origins; "
+            f"{what} takes {allow}."
+        )
+    else:
+        text = f"{what} takes {allow}, not {method}."
+    return _error(UnknownAction(text), 405, {"Allow": allow})
+
+
+async def _query_body(target: Any, query: bytes, limit: int | None) -> bytes:
+    """The JSON message of a GET's query string (``?x=21&tag=a&tag=b``), each value coerced
+    from its string by the annotated type of the field's reader (``fields.query_message``)."""
+    from urllib.parse import parse_qsl
+
+    from ..fields import query_message
+
+    try:
+        items = parse_qsl(query.decode("latin-1"), keep_blank_values=True, errors="strict", max_num_fields=1000)
+    except UnicodeDecodeError:
+        raise BadRequest("The query string is not percent-encoded UTF-8.") from None
+    except ValueError:
+        raise BadRequest("The query string has more than 1000 fields.") from None
+    return encode(query_message(target, items))
 
 
 def _headers(scope: dict[str, Any]) -> dict[str, str]:
@@ -553,7 +712,7 @@ def _same(given: str | None, token: str) -> bool:
     return hmac.compare_digest((given or "").encode(), token.encode())
 
 
-async def _read_body(receive: Any, limit: int | None, scope: dict[str, Any]) -> bytes:
+async def _read_body(receive: Any, limit: int | None, *, scope: dict[str, Any]) -> bytes:
     """The request body, streamed under ``limit`` bytes (``PayloadTooLarge`` past it)."""
     chunks = []
     size = 0

@@ -48,7 +48,7 @@ import zmq
 import zmq.asyncio
 
 from ..codec import error_reply
-from ..errors import BadRequest, ServiceUnavailable, StateError, Unauthorized, UnknownAction
+from ..errors import BadRequest, BadResult, ServiceUnavailable, StateError, Unauthorized, UnknownAction
 from ..ids import accepted_id
 from ..limits import Limits
 from ..middleware import Request
@@ -70,12 +70,18 @@ from ..zmqnet import (
     tcp_address,
 )
 
-__all__ = ["ERROR", "OK", "ZmqEndpoint", "open_endpoint"]
+__all__ = ["END", "ERROR", "ITEM", "OK", "STREAM_PREFIX", "ZmqEndpoint", "open_endpoint"]
 
 logger = logging.getLogger(__name__)
 
 OK = b"ok"
 ERROR = b"error"
+#: A streaming action's reply frames (asked for as ``stream:ACTION``): each message, then the end.
+ITEM = b"item"
+END = b"end"
+STREAM_PREFIX = "stream:"
+#: The most a streaming action may send in one collected reply (to a plain request).
+COLLECT_LIMIT = 16 * 1024 * 1024
 # What ``_send`` says: sent; the requester's queue is full (retry); nobody to send it to.
 _SENT, _AGAIN, _GONE = 0, 1, 2
 #: Seconds a reply is retried while the requester's queue is full, before it counts as undelivered.
@@ -293,6 +299,9 @@ class ZmqEndpoint:
             else:
                 rid = body[2]
         action = body[0].decode("utf-8", "replace") if body else ""
+        streamed = action.startswith(STREAM_PREFIX)
+        if streamed:
+            action = action[len(STREAM_PREFIX) :]
         raw = body[1] if len(body) > 1 else b""
         text = rid.decode("utf-8", "replace") if rid is not None else None
         if text is not None and expected is None and self._secret_like(text):
@@ -331,7 +340,11 @@ class ZmqEndpoint:
                 path.undelivered(request, len(reply))
             return None
         assert loop is not None
-        task = loop.create_task(self._answer(envelope, request, echo))
+        node = path.gen.nodes[action]
+        if node.streams:
+            task = loop.create_task(self._stream(envelope, request, echo, streamed))
+        else:
+            task = loop.create_task(self._answer(envelope, request, echo))
         self._inflight.add(task)
         size = len(raw)
         self._held += size
@@ -385,6 +398,63 @@ class ZmqEndpoint:
                 outcome = self._send(frames)
         if outcome != _SENT:
             path.undelivered(request, len(body))
+
+    async def _stream(self, envelope: list[bytes], request: Request, echo: list[bytes], streamed: bool) -> None:
+        """A streaming action's reply. Asked for with the action frame ``stream:ACTION``: one
+        ``[item, json]`` message per message as it comes, then ``[end, {"items": n}]`` (or
+        ``[error, json]``). Asked for as a plain action (a REQ socket can take one reply
+        only): one ``[ok, {"items": [...]}]`` reply with every message, up to
+        ``COLLECT_LIMIT`` bytes (then an error naming the way to stream it)."""
+        path = self.served.path
+        collected: list[bytes] = []
+        size = 0
+
+        async def emit(data: bytes) -> None:
+            nonlocal size
+            if not streamed:
+                size += len(data) + 1
+                if size > COLLECT_LIMIT:
+                    raise BadResult(
+                        f"{request.action!r} streams more than {COLLECT_LIMIT} bytes, too much for one reply: "
+                        f"send the action as 'stream:{request.action}' (ZmqClient.stream) to read it as it comes.",
+                        service=self.served.name,
+                    )
+                collected.append(data)
+                return
+            frames = [*envelope, ITEM, data, *echo]
+            if await self._deliver(frames) != _SENT:
+                request.gone = True  # nobody reads: the stream stops, counted as disconnected
+                raise asyncio.CancelledError
+
+        request.emit = emit
+        try:
+            status, body = await path.handle(request)
+        except asyncio.CancelledError:
+            if request.gone:
+                return
+            name = self.served.name
+            gone = ServiceUnavailable(f"Service {name!r} stopped before it answered.", service=name)
+            _, body = error_reply(gone, service=name, request_id=request.id)
+            self._send([*envelope, ERROR, body, *echo])
+            raise
+        if status != 200:
+            kind = ERROR
+        elif streamed:
+            kind = END
+        else:
+            kind, body = OK, b'{"items":[' + b",".join(collected) + b"]}"
+        if await self._deliver([*envelope, kind, body, *echo]) != _SENT:
+            path.undelivered(request, len(body))
+
+    async def _deliver(self, frames: list[bytes]) -> int:
+        """``_send``, retrying a while when the requester's queue is full."""
+        outcome = self._send(frames)
+        if outcome == _AGAIN:
+            deadline = time.monotonic() + RETRY_WINDOW
+            while outcome == _AGAIN and time.monotonic() < deadline:
+                await asyncio.sleep(0.002)
+                outcome = self._send(frames)
+        return outcome
 
     def _send(self, frames: list[bytes]) -> int:
         """Send a reply without blocking: ``_SENT``, ``_AGAIN`` (retry) or ``_GONE``."""
