@@ -360,6 +360,8 @@ class Served:
             parts.append(f'<a href="{link}" target="_blank">{link}</a> (through the Jupyter server)')
         if self.url:
             parts.append(f"<code>{escape(self.url)}</code>")
+            docs = escape(f"{self.proxy_url}docs" if self.proxy_url else f"{self.url}/docs")
+            parts.append(f'<a href="{docs}" target="_blank">API docs</a>')
         if self.zmq_url:
             parts.append(f"<code>{escape(self.zmq_url)}</code>")
         return '<span class="svckit-served">' + " · ".join(parts) + "</span>"

@@ -69,6 +69,20 @@ calls the action of that name."""),
     code("""client = sk.Client(srv.url)
 client.call("wordcount", text="a b")"""),
     code('client.wordcount(text="the quick brown fox")'),
+    md("""### Its API page
+
+Every HTTP port serves an interactive page at `/docs` (Swagger UI, shipped with svckit, so it
+works offline and on Binder) and the OpenAPI document behind it at `/openapi.json`. Both
+describe the whole flow: every field some stage reads that no earlier stage produces, with
+its type, and what comes back. Open the link in the HTML view above, or this one (on Binder,
+the proxied link: `srv.proxy_url + "docs"`); "Try it out" calls the service from the page."""),
+    code("""print(f"{srv.url}/docs")
+with mock.patch.dict(os.environ, {"SVCKIT_PROXY_PREFIX": "/user/you/"}):
+    print(f"{srv.proxy_url}docs")"""),
+    code("""schema = client.openapi()["components"]["schemas"]["WordcountInput"]
+{name: field.get("type") for name, field in schema["properties"].items()}, schema["required"]"""),
+    md("""`words` is not asked for: `parse` returns it (svckit reads the dict that `parse` returns), so
+a client needs to send only `text`."""),
     md("""Over ZeroMQ, `sk.ZmqClient` works the same way (any ZeroMQ client can call it: the
 request is the frames `[action, json]`)."""),
     code('sk.ZmqClient(srv.zmq_url).wordcount(text="over zero m q")'),
