@@ -69,6 +69,7 @@ class _Card:
         self.stats = w.HTML()
         self.picture = w.HTML()
         self.errors = w.HTML()
+        self.progress = w.HTML()  # stages that report running work (sk.program's calls)
         self.traffic = w.HTML()
         self.outputs = w.HTML()
         self.buttons = {}
@@ -81,6 +82,7 @@ class _Card:
                 w.HBox([self.header, *self.buttons.values()]),
                 self.stats,
                 self.picture,
+                self.progress,
                 self.errors,
                 w.HBox(
                     [
@@ -98,6 +100,7 @@ class _Card:
             self.header,
             self.stats,
             self.picture,
+            self.progress,
             self.errors,
             self.traffic,
             self.outputs,
@@ -179,6 +182,7 @@ class _Card:
             "header": header,
             "stats": stats,
             "picture": picture(s.bound if s.bound is not None else s.node, counts=True),
+            "progress": _progress_html(s),
             "errors": errors,
             "traffic": traffic,
             "outputs": outputs,
@@ -201,6 +205,45 @@ class _Card:
                 button.disabled = disabled
                 sent += 1
         return sent
+
+
+def _progress_html(served: Served) -> str:
+    """The calls running in stages that report them (``status_extra()``, as ``sk.program``
+    has): a row per call with its percent and last line, and what each keeps on disk."""
+    bound = served.bound
+    if bound is None:
+        return ""
+    rows, notes = [], []
+    for leaf in bound.leaves():
+        extra = getattr(leaf, "status_extra", None)
+        if not callable(extra):
+            continue
+        info = extra()
+        for call in info.get("running", []):
+            percent = call.get("percent")
+            bar = f'<progress max="100" value="{percent:.0f}"></progress> {percent:.0f}%' if percent is not None else ""
+            line = html.escape(str(call.get("line", ""))[:160])
+            rows.append(
+                [html.escape(leaf.name), str(call.get("call", "")), f"{call.get('seconds', 0):.1f} s", bar, line]
+            )
+        kept = info.get("kept_bytes")
+        notes.append(
+            f"{html.escape(leaf.name)}: {len(info.get('running', []))} running"
+            + (f", {info['waiting']} waiting" if info.get("waiting") else "")
+            + (f", {info.get('kept_dirs', 0)} work directories kept ({_bytes(kept)})" if kept is not None else "")
+        )
+    if not notes:
+        return ""
+    table = _table(["stage", "call", "running for", "progress", "last line"], rows) if rows else ""
+    return f'<div class="svckit-progress"><b>running</b> <small>{"; ".join(notes)}</small>{table}</div>'
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return f"{n} B"
 
 
 _WARN_LEVELS = frozenset({"WARNING", "ERROR", "CRITICAL", "stderr"})
