@@ -223,12 +223,14 @@ class ZmqClient:
         self._sock: Any = None
         self._lock = threading.Lock()
 
-    def _socket(self) -> Any:
+    def _socket(self, hwm: int | None = None) -> Any:
         import zmq
 
         if self._sock is None:
             sock = self._context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            if hwm is not None:
+                sock.setsockopt(zmq.RCVHWM, hwm)  # a stream's: what may wait here unread
             sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only to a peer that is there: a dead address shows
             sock.connect(self.addr)
             self._sock = sock
@@ -295,42 +297,40 @@ class ZmqClient:
         """Ask a streaming action for its messages as they come (the action frame
         ``stream:ACTION``): yields each, ends at the end frame; an error the stream ends with
         is raised after the messages before it. ``timeout`` bounds the wait for each message.
-        Stopping early (``break``) drops the socket, so what is still on its way is never
-        taken for the reply to a later call."""
+        Each stream has a socket of its own, so calls (and other streams) may go on while it
+        is open; stopping early (``break``, ``close()``) closes it, and the server stops the
+        stream when it finds nobody reads."""
         rid = f"{os.getpid():x}-{next(_ids):x}"
         frames = [b"", f"stream:{action}".encode(), json.dumps(payload(data, fields)).encode()]
         if self.token is not None:
             frames.append(self.token.encode())
         frames.append(rid.encode())
         wait = self.timeout if timeout is None else timeout
-        finished = False
-        with self._lock:
-            sock = self._connected()
+        own = ZmqClient(self.addr, timeout=wait, token=self.token, connect_timeout=self.connect_timeout)
+        try:
+            sock = own._connected(hwm=64)
             sock.send_multipart(frames)
-            try:
-                while True:
-                    reply = self._wait(sock, action, wait)
-                    if len(reply) >= 4 and reply[-1] == rid.encode():
-                        reply = reply[:-1]
-                    status, body = (reply[-2], reply[-1]) if len(reply) >= 2 else (b"error", b"")
-                    if status == b"item":
-                        yield _decoded(body, self.addr)
-                    elif status in (b"end", b"ok"):
-                        finished = True
-                        if status == b"ok":  # a plain action: its one reply
-                            yield _decoded(body, self.addr)
-                        return
-                    else:
-                        finished = True
-                        self._raise(reply, body)
-            finally:
-                if not finished:
-                    self._drop_socket()
+            while True:
+                reply = own._wait(sock, action, wait)
+                if len(reply) >= 4 and reply[-1] == rid.encode():
+                    reply = reply[:-1]
+                status, body = (reply[-2], reply[-1]) if len(reply) >= 2 else (b"error", b"")
+                if status == b"item":
+                    yield _decoded(body, self.addr)
+                elif status == b"end":
+                    return
+                elif status == b"ok":  # a plain action: its one reply
+                    yield _decoded(body, self.addr)
+                    return
+                else:
+                    own._raise(reply, body)
+        finally:
+            own.close()
 
-    def _connected(self) -> Any:
+    def _connected(self, hwm: int | None = None) -> Any:
         import zmq
 
-        sock = self._socket()
+        sock = self._socket(hwm)
         if not sock.poll(int(self.connect_timeout * 1000), zmq.POLLOUT):
             self._drop_socket()
             raise ServiceUnavailable(

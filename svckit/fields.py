@@ -14,11 +14,14 @@ This module only reads services: it runs nothing and changes nothing.
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
+import json
 import math
 import textwrap
 import types
 import typing
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -148,7 +151,15 @@ def request_fields(node: Service | Sequence[Params]) -> dict[str, Field]:
     """
     if not isinstance(node, Service):
         return _params_fields(node)
-    return _collapse(variants(node)).fields
+    known = _FIELDS.get(node)
+    if known is None:
+        known = _FIELDS[node] = _collapse(variants(node)).fields
+    return known
+
+
+#: ``request_fields`` of each service or flow asked about (a flow is immutable: its fields
+#: are read once, not on every GET), for as long as it lives.
+_FIELDS: weakref.WeakKeyDictionary[Service, dict[str, Field]] = weakref.WeakKeyDictionary()
 
 
 def variants(node: Service) -> list[Variant]:
@@ -754,7 +765,9 @@ def _coerce(f: Field, values: list[str]) -> Any:
         if listed:
             args = typing.get_args(_strip_optional(ann))
             items = [_from_string(args[0] if args else Any, v) for v in values]
-            return _adapter(ann).validate_python(items) if _adapter(ann) is not None else items
+            adapter = _adapter(ann)
+            # JSON's form of what it checked (a set is a list again): the stage checks it as a body's
+            return items if adapter is None else adapter.dump_python(adapter.validate_python(items), mode="json")
         return _from_string(ann, values[0])
     except (pydantic.ValidationError, ValueError) as exc:
         kind = _type_name(ann)
@@ -771,14 +784,30 @@ def _coerce(f: Field, values: list[str]) -> Any:
 
 
 def _adapter(ann: Any) -> Any:
-    """A pydantic ``TypeAdapter`` of ``ann``; None for a type pydantic cannot check (the
-    stage's own ``Params`` will say what is wrong with such a value)."""
+    """A pydantic ``TypeAdapter`` of ``ann`` (made once per type); None for a type pydantic
+    cannot check (the stage's own ``Params`` will say what is wrong with such a value)."""
+    try:
+        return _cached_adapter(ann)
+    except TypeError:  # an annotation that cannot be a dict key
+        return _make_adapter(ann)
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_adapter(ann: Any) -> Any:
+    return _make_adapter(ann)
+
+
+def _make_adapter(ann: Any) -> Any:
     import pydantic
 
     try:
         return pydantic.TypeAdapter(ann)
     except Exception:
         return None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _from_string(ann: Any, text: str) -> Any:
@@ -795,13 +824,13 @@ def _from_string(ann: Any, text: str) -> Any:
     adapter = _adapter(ann)
     if adapter is None:
         return text
-    if _is_scalar(ann):
-        value = adapter.validate_strings(text)
-    else:
-        value = adapter.validate_json(text)  # an object or a model: its value is JSON
+    if not _is_scalar(ann):
+        # an object or a model: its value is JSON, checked by the stage as strictly as a body's
+        return json.loads(text, parse_constant=_no_constant)
+    value = adapter.validate_strings(text)
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("it is not a finite number")  # as JSON has no NaN or Infinity
-    return value
+    return adapter.dump_python(value, mode="json")  # JSON's form: a UUID, a Decimal, an Enum as a body has them
 
 
 def _strip_optional(ann: Any) -> Any:

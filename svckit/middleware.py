@@ -25,7 +25,7 @@ from .errors import PayloadTooLarge, TooManyRequests, Unauthorized, WiringError
 from .ids import accepted_id, format_request_id, next_number
 from .params import check_name, merge
 from .running import note_origin, noted
-from .runtime import run_here
+from .runtime import run_here, runtime
 from .service import Service
 
 __all__ = [
@@ -292,28 +292,38 @@ class Wrapped(Service):
         """Around a streaming ``inner``: the middleware is called once, and its ``call(msg)``
         returns once the stream has ended (with ``msg`` as given), while each message the
         stream yields goes out as it comes; what the middleware returns is not sent (its
-        messages went out already), what it raises ends the stream with that error."""
+        messages went out already), what it raises ends the stream with that error. A
+        middleware that answers without calling on gives one message: ``msg`` with what it
+        returned merged in, as a stage's return."""
         if not self.streams or self.inner is None:
             await self.arun(msg, rt)
             yield msg
             return
-        out: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=16)
-        task = asyncio.ensure_future(Wrapped(self.mw, _Forward(self.inner, out)).arun(msg, rt))
+        forward = _Forward(self.inner, asyncio.Queue(maxsize=16))
+        out = forward.out
+        task = asyncio.ensure_future(Wrapped(self.mw, forward).arun(msg, rt))
+        getter: asyncio.Future[dict[str, Any]] | None = None
         try:
             while True:
-                if out.empty():
-                    getter = asyncio.ensure_future(out.get())
-                    await asyncio.wait((getter, task), return_when=asyncio.FIRST_COMPLETED)
-                    if not getter.done():
-                        getter.cancel()
-                        while not out.empty():
-                            yield out.get_nowait()
-                        task.result()  # the middleware's (or the stream's) error, if any
-                        return
-                    yield getter.result()
-                else:
+                if not out.empty():
                     yield out.get_nowait()
+                    continue
+                getter = asyncio.ensure_future(out.get())
+                await asyncio.wait((getter, task), return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    item, getter = getter.result(), None
+                    yield item
+                    continue
+                while not out.empty():
+                    yield out.get_nowait()
+                task.result()  # the middleware's (or the stream's) error, if any
+                if not forward.started:
+                    yield msg  # it answered itself
+                return
         finally:
+            if getter is not None and not getter.done():
+                getter.cancel()
+            forward.stop()  # a def middleware's stream runs as a task of its own: stopped too
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -349,7 +359,11 @@ class Wrapped(Service):
 
 class _Forward(Service):
     """What a middleware around a stream calls: runs the stream, handing each message to
-    ``out`` (waiting while it is full), and leaves the message it was given as it is."""
+    ``out`` (waiting while it is full), and leaves the message it was given as it is.
+
+    From a ``def`` middleware's worker thread the stream runs as a task of its own on the
+    loop; ``stop()`` (the stream's reader left, or its time ran out) cancels it, and with it
+    the thread's wait."""
 
     _composite = True
 
@@ -363,13 +377,32 @@ class _Forward(Service):
         self._actions = {}
         self.is_async = True
         self.concurrent = True
+        self.started = False
+        self.stopped = False
+        self.tasks: list[asyncio.Task[Any]] = []
 
     def run(self, msg: dict[str, Any]) -> None:
-        run_here(lambda rt: self.arun(msg, rt))  # from a def middleware's thread
+        rt = runtime()  # from a def middleware's thread
+        future = asyncio.run_coroutine_threadsafe(self.arun(msg, rt), rt.loop)
+        future.result()
 
     async def arun(self, msg: dict[str, Any], rt: Any) -> None:
+        task = asyncio.current_task()
+        if self.stopped:
+            raise asyncio.CancelledError
+        self.started = True
+        if task is not None:
+            self.tasks.append(task)
         async for item in self.inner.astream(dict(msg), rt):
             await self.out.put(item)
+
+    def stop(self) -> None:
+        """Cancel the stream where it runs (on the loop)."""
+        self.stopped = True
+        current = asyncio.current_task()
+        for task in self.tasks:
+            if task is not current and not task.done():
+                task.cancel()
 
     def leaves(self) -> Iterator[Service]:
         yield from self.inner.leaves()

@@ -2,79 +2,103 @@
 
 A generator stage yields several messages for one. An ``async def`` generator runs on the
 runtime loop like any async stage; a plain ``def`` generator may block between items, so
-``pump`` runs it in a worker thread and hands its items to the loop through a bounded
-hand-over: the generator waits while ``ROOM`` items are unread (a slow reader slows it
-down, nothing piles up), and stops at its next item once the reader has gone.
+``pump`` runs it in the worker pool ``ROOM`` items at a time, as Starlette runs a sync
+iterator in its thread pool (there, one ``next()`` a hop): each item goes to the reader as it
+comes, a slow reader slows it down, nothing piles up, no worker waits for a reader, and it
+is closed once the reader has gone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 __all__ = ["ROOM", "collect", "pump"]
 
-#: Items a ``def`` generator may run ahead of its reader.
+logger = logging.getLogger(__name__)
+
+#: Items a ``def`` generator may run ahead of its reader: it makes this many in a worker,
+#: each handed over as it comes, then leaves the worker until the reader has taken them.
 ROOM = 16
-_ITEM, _ERROR, _END = 0, 1, 2
+_ITEM, _ERROR, _END, _PAUSE = 0, 1, 2, 3
 
 
 async def pump(start: Callable[[], Iterator[Any]], loop: asyncio.AbstractEventLoop, pool: Any) -> AsyncIterator[Any]:
-    """The items of the generator ``start()`` makes, iterated in a worker of ``pool``.
+    """The items of the generator ``start()`` makes, made in workers of ``pool``.
 
-    ``start`` is called in the worker (a generator function's body runs only when it is
-    iterated, but a callable object may do work when called). An exception the generator
-    raises is raised here, after the items before it. Closing this iterator early (the
-    reader left) stops the generator at its next ``yield`` and closes it in its thread.
+    A worker runs the generator for up to ``ROOM`` items, handing each to the loop as it
+    comes, and then returns: the next worker job starts once the reader has taken them. So
+    a slow reader slows the generator down, nothing piles up, and a reader that does not
+    read (a client gone quiet) holds no worker. ``start`` is called in the first job. An
+    exception the generator raises is raised here, after the items before it. Closing
+    this iterator early (the reader left) closes the generator in a worker, once the job
+    that runs it is done.
     """
     queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
-    room = threading.Semaphore(ROOM)
-    gone = threading.Event()
+    state: dict[str, Any] = {"gone": False}
 
-    def hand(kind: int, value: Any) -> bool:
+    def hand(kind: int, value: Any = None) -> None:
         try:
             loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
         except RuntimeError:  # the loop closed: nobody reads any more
-            return False
-        return True
+            state["gone"] = True
 
     def produce() -> None:
         try:
-            items = start()
-            try:
-                for item in items:
-                    while not room.acquire(timeout=0.1):
-                        if gone.is_set():
-                            return
-                    if gone.is_set() or not hand(_ITEM, item):
-                        return
-            finally:
-                close = getattr(items, "close", None)
-                if close is not None:
-                    close()
+            items = state.get("items")
+            if items is None:
+                items = state["items"] = iter(start())
+            for _ in range(ROOM):
+                if state["gone"]:
+                    return
+                try:
+                    item = next(items)
+                except StopIteration:
+                    hand(_END)
+                    return
+                hand(_ITEM, item)
         except BaseException as exc:  # the stage's error is the stream's, raised on the loop
             hand(_ERROR, exc)
-        else:
-            hand(_END, None)
+            return
+        hand(_PAUSE)
+
+    def close() -> None:
+        closing = getattr(state.get("items"), "close", None)
+        if closing is not None:
+            try:
+                closing()
+            except Exception:  # its own finally failed: nobody is left to tell but the log
+                logger.exception("closing a generator stage failed")
 
     job = pool.run(loop, produce)
+    ended = False
     try:
         while True:
             kind, value = await queue.get()
             if kind == _ITEM:
-                room.release()
                 yield value
+            elif kind == _PAUSE:
+                job = pool.run(loop, produce)  # the reader took them all: the next ROOM
             elif kind == _ERROR:
+                ended = True
                 raise value
             else:
+                ended = True
                 return
     finally:
-        gone.set()
-        room.release()  # a producer waiting for room wakes up and sees it is gone
-        if not job.done():
-            job.cancel()  # stops waiting for it here; the thread ends at its next item
+        state["gone"] = True
+        if not ended:
+            if job.done():
+                _quietly(pool.run(loop, close))
+            else:  # the generator is running in a worker: closed once it stops there
+                job.add_done_callback(lambda _: _quietly(pool.run(loop, close)))
+
+
+def _quietly(future: asyncio.Future[Any]) -> None:
+    """Nobody awaits ``future``: take its outcome when it comes, so none is reported unread."""
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 async def collect(items: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -87,6 +87,17 @@ def _no_runtime_left() -> Iterator[None]:
 
 
 @pytest.fixture
+def http() -> Iterator[Any]:
+    """A ``requests.Session`` that ignores proxy settings, closed after the test."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    yield session
+    session.close()
+
+
+@pytest.fixture
 def client_for() -> Iterator[Callable[..., sk.Client]]:
     """``client_for(url, **kw)`` makes an ``sk.Client`` that is closed when the test ends."""
     made: list[sk.Client] = []

@@ -3,22 +3,19 @@ with ``Allow``, empty bodies, CORS through Starlette's middleware, and client de
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import decimal
+import enum
+import uuid
 
 import pytest
-import requests
 
 import svckit as sk
 
 JSON = {"Content-Type": "application/json"}
 
 
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    session = requests.Session()
-    session.trust_env = False
-    yield session
-    session.close()
+class Speed(enum.Enum):
+    FAST = "fast"
 
 
 @sk.service(methods=("GET", "POST"))
@@ -209,3 +206,59 @@ def test_with_serve_stops_on_exit(sk_runtime):
         assert again.http_port == port  # the port came back at once
         raise ValueError("the block fails")
     assert again.state is sk.State.STOPPED
+
+
+# -- what a review found (each failed before its fix) ----------------------------------------------
+
+
+def test_get_values_of_every_type_a_post_takes(sk_serve, http):
+    """Before: a set, UUID, Decimal or Enum query value was a 500 (not JSON once coerced)."""
+
+    @sk.service(methods=("GET", "POST"))
+    def kinds(
+        s: set[int] | None = None,
+        u: uuid.UUID | None = None,
+        m: decimal.Decimal | None = None,
+        k: Speed | None = None,
+        f: dict[str, int] | None = None,
+    ) -> dict:
+        return {"n": len(s or ())}
+
+    srv = sk_serve(kinds)
+    for query, key, value in [
+        ("s=1&s=2", "s", [1, 2]),
+        ("u=12345678-1234-5678-1234-567812345678", "u", "12345678-1234-5678-1234-567812345678"),
+        ("m=1.5", "m", "1.5"),
+        ("k=fast", "k", "fast"),
+        ('f={"x":1}', "f", {"x": 1}),
+    ]:
+        reply = http.get(f"{srv.url}/kinds?{query}")
+        assert (reply.status_code, reply.json()[key]) == (200, value), (query, reply.text)
+    strict = http.get(f'{srv.url}/kinds?f={{"x":true}}')  # a JSON value is checked as a body's is
+    assert (strict.status_code, strict.json()["error"]["field"]) == (422, "f.x"), strict.text
+    assert srv.status()["errors_by_type"] == {"BadMessage": 1}
+
+
+def test_a_caller_without_the_token_learns_nothing_from_methods(sk_serve, http):
+    """Before: 405 replies answered before the token named a protected thing's actions and methods."""
+
+    class Vault(sk.Service):
+        def process(self, x: int = 0) -> dict:
+            return {}
+
+        @sk.handle("export", methods=("GET",))
+        def export(self) -> dict:
+            return {}
+
+    srv = sk_serve(Vault(), name="vault", token="s3cret")
+    for method, path in [("PUT", "/vault"), ("DELETE", "/export"), ("POST", "/export"), ("OPTIONS", "/vault")]:
+        known = http.request(method, f"{srv.url}{path}")
+        unknown = http.request(method, f"{srv.url}/nothing-here")
+        assert known.status_code == unknown.status_code, (method, path, known.text, unknown.text)
+        assert known.headers.get("allow") == unknown.headers.get("allow")
+        said, other = known.json()["error"], unknown.json()["error"]
+        said.pop("request_id", None), other.pop("request_id", None)
+        assert said["message"].replace(path, "/P") == other["message"].replace("/nothing-here", "/P")
+        assert said.keys() == other.keys()
+    with_token = http.post(f"{srv.url}/export", headers={"Authorization": "Bearer s3cret"})
+    assert (with_token.status_code, with_token.headers["allow"]) == (405, "GET")

@@ -359,9 +359,13 @@ class HttpEndpoint:
         cors: CORSMiddleware | None = None
         if method == "POST" or (method == "GET" and served is not None and "GET" in served.methods_for(action)):
             allowed = served.methods_for(action) if served is not None else ("POST",)
+            if served is not None and method not in allowed and not _opens(served, scope):
+                # a caller without its token learns nothing of it, not even what it takes:
+                # answered as for an action that is not there (401, or 404 naming the public ones)
+                served, allowed = None, ("POST",)
             if method not in allowed or (served is None and _is_page(action)):
                 response = self._refused(scope) or _not_allowed(method, action, allowed if served else None)
-            elif served is not None and action == served.name and served.node.streams:
+            elif served is not None and action == served.name and _streams(served):
                 await self._stream(action, served, scope, receive, send, method)
                 return
             else:
@@ -381,7 +385,7 @@ class HttpEndpoint:
         elif method == "OPTIONS":
             response = self._options(action, scope)
         else:
-            methods = served.methods_for(action) if served is not None else None
+            methods = served.methods_for(action) if served is not None and _opens(served, scope) else None
             response = self._refused(scope) or _not_allowed(method, action, methods)
         if cors is not None:
             send = functools.partial(cors.send, send=send, request_headers=Headers(scope=scope))
@@ -583,7 +587,7 @@ class HttpEndpoint:
         if origin is not None and "access-control-request-method" in headers:
             allowing = next((s for s in admitted if self._allows(s, origin)), None)
         if allowing is None:
-            methods = served.methods_for(action) if served is not None else None
+            methods = served.methods_for(action) if served is not None and _opens(served, scope) else None
             return _not_allowed("OPTIONS", action, methods, preflight=True)
         return self._cors_of(allowing).preflight_response(request_headers=Headers(scope=scope))
 
@@ -647,6 +651,18 @@ class _Stream:
 
 async def _no_app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
     """What svckit's CORS middlewares wrap: nothing (they are asked for headers and preflights)."""
+
+
+def _opens(served: Member, scope: dict[str, Any]) -> bool:
+    """The request may learn of ``served``: it has no token, or the request carries it."""
+    token = served.path.token
+    return token is None or _same(_token(_headers(scope)), token)
+
+
+def _streams(served: Member) -> bool:
+    """Its action streams, in the generation a request arriving now is handled by."""
+    node = served.path.gen.nodes.get(served.name)
+    return node is not None and node.streams
 
 
 def _is_page(action: str) -> bool:

@@ -80,12 +80,17 @@ ERROR = b"error"
 ITEM = b"item"
 END = b"end"
 STREAM_PREFIX = "stream:"
-#: The most a streaming action may send in one collected reply (to a plain request).
-COLLECT_LIMIT = 16 * 1024 * 1024
+#: The most a streaming action may send in one collected reply (to a plain request): what a
+#: reply holds in memory until it is sent, so bounded like a request body.
+COLLECT_LIMIT = 1024 * 1024
 # What ``_send`` says: sent; the requester's queue is full (retry); nobody to send it to.
 _SENT, _AGAIN, _GONE = 0, 1, 2
 #: Seconds a reply is retried while the requester's queue is full, before it counts as undelivered.
 RETRY_WINDOW = 1.0
+#: Replies (and a stream's messages) ZMQ queues per requester that does not read them. A
+#: requester has at most ``zmqnet.REQUEST_HWM`` requests queued plus those in flight, so plain
+#: replies never reach it; a stream does, and then waits for its reader (backpressure).
+REPLY_HWM = 1000
 #: Bytes of request bodies the requests in flight may hold between them before reading stops
 #: (with ``limit_concurrency`` 500 and ``max_body`` 1 MiB they could hold 500 MiB, plus what
 #: the body decodes to). A request is admitted while the total is under it, so the most held
@@ -153,7 +158,7 @@ class ZmqEndpoint:
 
     # -- lifecycle (on the runtime loop) ---------------------------------------------
     async def open(self, port: int) -> None:
-        asock, sock = make_socket(self.runtime, zmq.ROUTER, hwm=10_000)
+        asock, sock = make_socket(self.runtime, zmq.ROUTER, hwm=REPLY_HWM)
         sock.setsockopt(zmq.RCVHWM, REQUEST_HWM)  # per peer: bounded while reading waits for room
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a vanished peer raises instead of a silent drop
         self._apply(self.served.path.limits, sock)  # before binding: it applies to new connections
@@ -392,10 +397,7 @@ class ZmqEndpoint:
         outcome = self._send(frames)
         if outcome == _AGAIN:
             # The requester's queue is full (ROUTER_MANDATORY turns that into EAGAIN): retry briefly.
-            deadline = time.monotonic() + RETRY_WINDOW
-            while outcome == _AGAIN and time.monotonic() < deadline:
-                await asyncio.sleep(0.002)
-                outcome = self._send(frames)
+            outcome = await self._deliver(frames)
         if outcome != _SENT:
             path.undelivered(request, len(body))
 
@@ -422,8 +424,10 @@ class ZmqEndpoint:
                 collected.append(data)
                 return
             frames = [*envelope, ITEM, data, *echo]
-            if await self._deliver(frames) != _SENT:
-                request.gone = True  # nobody reads: the stream stops, counted as disconnected
+            # a reader slower than the stream holds it up; one that reads nothing for
+            # read_timeout has gone: the stream stops, counted as disconnected
+            if await self._deliver(frames, path.limits.read_timeout) != _SENT:
+                request.gone = True
                 raise asyncio.CancelledError
 
         request.emit = emit
@@ -446,13 +450,16 @@ class ZmqEndpoint:
         if await self._deliver([*envelope, kind, body, *echo]) != _SENT:
             path.undelivered(request, len(body))
 
-    async def _deliver(self, frames: list[bytes]) -> int:
-        """``_send``, retrying a while when the requester's queue is full."""
+    async def _deliver(self, frames: list[bytes], window: float = RETRY_WINDOW) -> int:
+        """``_send``, retrying for ``window`` s (backing off to 50 ms) while the requester's
+        queue is full."""
         outcome = self._send(frames)
         if outcome == _AGAIN:
-            deadline = time.monotonic() + RETRY_WINDOW
+            deadline = time.monotonic() + window
+            pause = 0.002
             while outcome == _AGAIN and time.monotonic() < deadline:
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.05)
                 outcome = self._send(frames)
         return outcome
 
