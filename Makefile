@@ -6,12 +6,12 @@ STAMP  := $(VENV)/.installed
 ROOT   := $(if $(filter 0,$(shell id -u)),--allow-root,)
 NBVAL  := $(BIN)/pytest --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
 
-.PHONY: lab test lint typecheck unit notebooks browser-deps binder-check execute-notebooks screenshots soak clean
+.PHONY: lab test lint typecheck unit notebooks browser-deps binder-check execute-notebooks screenshots soak clean docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[lab,test]'
+	$(BIN)/python -m pip install --quiet -e '.[lab,test,docs]'
 	$(BIN)/python -m ipykernel install --prefix $(VENV) --name python3 > /dev/null
 	touch $(STAMP)
 
@@ -74,7 +74,12 @@ execute-notebooks: $(STAMP)
 screenshots: $(STAMP) browser-deps
 	SVCKIT_SCREENSHOT=docs/dashboard.png $(BIN)/pytest tests/browser -q
 
-test: lint typecheck unit notebooks binder-check
+# the documentation site, into site/ (git-ignored): README sections, the notebooks as committed, the API
+# reference from the docstrings; `make test` builds it with --strict (a broken link or reference fails)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: lint typecheck unit notebooks binder-check docs
 
 # SOAK_SECONDS (60) of steady HTTP, ZMQ and pipeline traffic while the flow is re-served every 2 s;
 # fails when a call fails, a message is lost, or RSS or descriptors grow (tests/test_soak.py: 5 s)

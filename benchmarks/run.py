@@ -28,6 +28,7 @@ import bench_dashboard
 import bench_http
 import bench_memory
 import bench_middleware
+import bench_scale
 import bench_startup
 import bench_zmq
 from common import HERE
@@ -40,6 +41,7 @@ SECTIONS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "zmq": bench_zmq.run,
     "dashboard": bench_dashboard.run,
     "memory": bench_memory.run,
+    "scale": bench_scale.run,
 }
 
 #: Every row of the table, in order: (id, section, label).
@@ -69,6 +71,10 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("memory", "memory", "RSS growth, 10k -> 1M messages"),
     ("startup_serve", "startup", "sk.serve -> first response (cold)"),
     ("startup_replace", "startup", "re-serve (replace) -> first new response"),
+    ("scale_cpu", "scale", "CPU-bound stage.on(client): 2 workers vs 1"),
+    ("scale_seq", "scale", "on(client) per message, 1 at a time"),
+    ("scale_par8", "scale", "on(client, limit=8) per message, 8 in flight"),
+    ("scale_remote", "scale", "sk.remote, 8 in flight: ZMQ vs HTTP"),
 )
 
 
@@ -205,6 +211,27 @@ def _dashboard(res: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def _scale_cpu(res: dict[str, Any]) -> dict[str, Any]:
+    r = res["cpu"]
+    spread = f"{min(r['ratios']):.2f}-{max(r['ratios']):.2f}"
+    return _row(
+        f"{r['two_workers_msgs_per_s']:.1f} msg/s ({r['msg_ms']:.0f} ms a message)",
+        f"{r['one_worker_msgs_per_s']:.1f} msg/s (1 worker)",
+        r["ratio"],
+        f">= 1.6x 1 worker (rounds {spread}, n={r['rounds']})",
+        r["ratio"] >= 1.6,
+    )
+
+
+def _scale_overhead(kind: str, base: str, label: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def build(res: dict[str, Any]) -> dict[str, Any]:
+        r = res["overhead"]
+        svc, direct = r[f"{kind}_on_client_ms"], r[f"{kind}_{base}_ms"]
+        return _row(f"{svc:.2f} ms/msg", f"{direct:.2f} ms/msg ({label})", round(svc / direct, 3), "info")
+
+    return build
+
+
 ROW_BUILDERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "http_idle_c1": lambda r: _http(r, "idle_c1", "svckit", None),
     "http_idle_c16": lambda r: _http(r, "idle_c16", "svckit", 0.8),
@@ -241,6 +268,15 @@ ROW_BUILDERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
         None,
         "<= 200 ms",
         r["serve_cold_ms"] <= 200,
+    ),
+    "scale_cpu": _scale_cpu,
+    "scale_seq": _scale_overhead("seq", "submit_result", "client.submit(...).result() loop"),
+    "scale_par8": _scale_overhead("par8", "submit_wait", "8 submits, gathered per batch"),
+    "scale_remote": lambda r: _row(
+        f"ZMQ {r['remote']['zmq_msgs_per_s']:,} msg/s",
+        f"HTTP {r['remote']['http_msgs_per_s']:,} msg/s",
+        r["remote"]["ratio"],
+        "info",
     ),
     "startup_replace": lambda r: _row(
         f"{r['replace_ms']:.1f} ms", f"max {r['replace_max_ms']:.1f} ms", None, "<= 300 ms", r["replace_ms"] <= 300

@@ -30,11 +30,14 @@ from .errors import (
     UnknownAction,
     UnsupportedMediaType,
     WiringError,
+    WorkerLost,
 )
 from .flow import Branch, Flow, Parallel, branch, parallel
 from .middleware import Middleware, Request, Throttle, middleware, throttle
 from .program import Program, program
+from .remote import Remote, remote
 from .runtime import Runtime, runtime, shutdown
+from .scale import OnExecutor
 from .served import Served, State, serve
 from .service import Service, handle, service
 from .sinks import Post, Publish, Push, Table, post, publish, push, table, tables
@@ -56,6 +59,7 @@ __all__ = [
     "HTTPError",
     "HeadersTooLarge",
     "Middleware",
+    "OnExecutor",
     "Parallel",
     "PayloadTooLarge",
     "PortInUse",
@@ -65,6 +69,7 @@ __all__ = [
     "Publish",
     "Pull",
     "Push",
+    "Remote",
     "RemoteError",
     "Request",
     "RequestTimeout",
@@ -88,6 +93,7 @@ __all__ = [
     "UnknownAction",
     "UnsupportedMediaType",
     "WiringError",
+    "WorkerLost",
     "ZmqClient",
     "branch",
     "dashboard",
@@ -100,6 +106,7 @@ __all__ = [
     "publish",
     "pull",
     "push",
+    "remote",
     "runtime",
     "serve",
     "service",

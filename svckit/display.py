@@ -2,7 +2,10 @@
 
 Stages are boxes left to right; ``branch`` and ``parallel`` fan out vertically and join
 again; sources, sinks and middleware get their own colours. Counts come from the services'
-own counters (``calls``/``failures``), so drawing never touches the runtime.
+own counters (``calls``/``failures``), so drawing never touches the runtime. With
+``timing``, a served stage's recent mean and p99 time (its ``_timer``, a
+``metrics.StageTimer``) are written under its box, and the slowest stage (by mean) is
+outlined in orange and marked "slowest".
 
 A node is drawn from a small protocol, so this module imports nothing of svckit: ``name``,
 ``role``, ``describe()``, ``leaves()``, the counters, and ``children()``, which returns
@@ -28,6 +31,7 @@ class Node(Protocol):
 __all__ = ["Picture", "html", "svg"]
 
 _H = 46  # leaf box height
+_TIME_H = 18  # the line of a stage's time under its box
 _GAP = 28  # horizontal gap between boxes (room for an arrow)
 _VGAP = 10  # vertical gap between stacked branches
 _FILL = {"source": "#e3f4e6", "sink": "#efe6f7", "stage": "#e8f0fb", "branch": "#fff4dc", "middleware": "#f1f1f1"}
@@ -54,7 +58,25 @@ def _text_width(text: str) -> float:
     return 7.2 * len(text)
 
 
-def _leaf(svc: Node, counts: bool) -> _Box:
+def _ms(value: float) -> str:
+    if value >= 1000:
+        return f"{value / 1000:.2f} s"
+    if value >= 10:
+        return f"{value:.0f} ms"
+    if value >= 1:
+        return f"{value:.1f} ms"
+    if value >= 0.1:
+        return f"{value:.2f} ms"
+    return f"{value * 1000:.0f} µs"
+
+
+def _timing(svc: Node) -> dict[str, Any] | None:
+    timer = getattr(svc, "_timer", None)
+    stats = timer.stats() if timer is not None else None
+    return stats if stats and stats.get("mean_ms") is not None else None
+
+
+def _leaf(svc: Node, counts: bool, times: dict[int, dict[str, Any]] | None = None, slowest: int | None = None) -> _Box:
     role = getattr(svc, "role", "stage")
     if role not in _FILL:
         role = "stage"
@@ -66,19 +88,38 @@ def _leaf(svc: Node, counts: bool) -> _Box:
         note = f"{calls} msg" + (f" · {fails} err" if fails else "")
     elif role != "stage":
         note = role
-    w = max(84.0, _text_width(label) + 24, _text_width(note) + 24)
+    timed = times.get(id(svc)) if times is not None else None
+    time_note = f"mean {_ms(timed['mean_ms'])} · p99 {_ms(timed['p99_ms'])}" if timed else ""
+    is_slowest = timed is not None and slowest == id(svc)
+    w = max(84.0, _text_width(label) + 24, _text_width(note) + 24, _text_width(time_note) * 0.85 + 16)
     describe = getattr(svc, "describe", None)
     title = escape(describe() if callable(describe) else label)
     fail = counts and bool(getattr(svc, "failures", 0))
-    stroke = "#c0392b" if fail else _STROKE[role]
+    stroke = "#c0392b" if fail else ("#e67e22" if is_slowest else _STROKE[role])
+    cls = "svckit-stage svckit-slowest" if is_slowest else "svckit-stage"
     body = (
-        f'<g class="svckit-stage" data-name="{escape(label)}"><title>{title}</title>'
-        f'<rect width="{w:g}" height="{_H}" rx="8" fill="{_FILL[role]}" stroke="{stroke}" stroke-width="1.5"/>'
+        f'<g class="{cls}" data-name="{escape(label)}"><title>{title}</title>'
+        f'<rect width="{w:g}" height="{_H}" rx="8" fill="{_FILL[role]}" stroke="{stroke}" '
+        f'stroke-width="{2.5 if is_slowest else 1.5}"/>'
         f'<text x="{w / 2:g}" y="{19 if note else 28}" text-anchor="middle" font-weight="600">{escape(label)}</text>'
     )
     if note:
         body += f'<text x="{w / 2:g}" y="36" text-anchor="middle" font-size="11" fill="#555">{escape(note)}</text>'
-    return _Box(w, _H, [(body + "</g>", 0, 0)])
+    h = float(_H)
+    if times is not None:  # a line under every box (blank while a stage has no time), so boxes line up
+        h += _TIME_H
+        if timed:
+            color = "#b35900" if is_slowest else "#555"
+            body += (
+                f'<text class="svckit-stage-time" x="{w / 2:g}" y="{_H + 13}" text-anchor="middle" font-size="10.5" '
+                f'fill="{color}">{escape(time_note)}</text>'
+            )
+            if is_slowest:
+                body += (
+                    f'<text x="{w - 6:g}" y="-3" text-anchor="end" font-size="10" font-weight="600" '
+                    'fill="#b35900">slowest</text>'
+                )
+    return _Box(w, h, [(body + "</g>", 0, 0)])
 
 
 def _arrow(x1: float, y1: float, x2: float, y2: float) -> str:
@@ -145,24 +186,38 @@ def _fan(boxes: list[_Box], labels: list[str], head: str | None, role: str) -> _
     return _Box(w, total_h, parts)
 
 
-def _layout(node: Node, counts: bool) -> _Box:
+def _layout(
+    node: Node, counts: bool, times: dict[int, dict[str, Any]] | None = None, slowest: int | None = None
+) -> _Box:
     kind, parts = node.children()
     if kind == "sequence":
-        return _sequence([_layout(part, counts) for _, part in parts])
+        return _sequence([_layout(part, counts, times, slowest) for _, part in parts])
     if kind == "parallel":
-        return _fan([_layout(part, counts) for _, part in parts], [""] * len(parts), None, "parallel")
+        return _fan([_layout(part, counts, times, slowest) for _, part in parts], [""] * len(parts), None, "parallel")
     if kind.startswith("branch:"):
         labels = [label for label, _ in parts]
-        return _fan([_layout(part, counts) for _, part in parts], labels, kind[len("branch:") :], "branch")
-    return _leaf(node, counts)
+        boxes = [_layout(part, counts, times, slowest) for _, part in parts]
+        return _fan(boxes, labels, kind[len("branch:") :], "branch")
+    return _leaf(node, counts, times, slowest)
 
 
-def svg(node: Node, counts: bool | None = None) -> str:
-    """The SVG picture of ``node``; ``counts`` shows per-stage message counts (default: once any ran)."""
+def svg(node: Node, counts: bool | None = None, timing: bool = False) -> str:
+    """The SVG picture of ``node``; ``counts`` shows per-stage message counts (default: once any ran);
+    ``timing`` each served stage's recent mean and p99 time, the slowest marked."""
     if counts is None:
         counts = any(getattr(leaf, "calls", 0) for leaf in node.leaves())
-    box = _layout(node, counts)
-    pad = 8
+    times: dict[int, dict[str, Any]] | None = None
+    slowest = None
+    if timing:
+        times = {}
+        for leaf in node.leaves():
+            stats = _timing(leaf)
+            if stats is not None:
+                times[id(leaf)] = stats
+        if len(times) > 1:
+            slowest = max(times, key=lambda k: times[k]["mean_ms"])  # type: ignore[index]
+    box = _layout(node, counts, times, slowest)
+    pad = 8 + (10 if slowest is not None else 0)
     w, h = box.w + 2 * pad, box.h + 2 * pad
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="svckit-flow" width="{w:g}" height="{h:g}" '
@@ -173,21 +228,22 @@ def svg(node: Node, counts: bool | None = None) -> str:
     )
 
 
-def html(node: Node, counts: bool | None = None) -> str:
+def html(node: Node, counts: bool | None = None, timing: bool = False) -> str:
     """``svg`` wrapped for notebook display."""
-    return f'<div class="svckit-flow-picture">{svg(node, counts)}</div>'
+    return f'<div class="svckit-flow-picture">{svg(node, counts, timing)}</div>'
 
 
 class Picture:
     """A drawing that shows itself in a notebook (``Served.picture()``); its text form is short."""
 
-    def __init__(self, node: Node, counts: bool | None = None, title: str | None = None) -> None:
+    def __init__(self, node: Node, counts: bool | None = None, title: str | None = None, timing: bool = False) -> None:
         self.node = node
         self.counts = counts
+        self.timing = timing
         self.title = title or node.name
 
     def _repr_html_(self) -> str:
-        return html(self.node, self.counts)
+        return html(self.node, self.counts, self.timing)
 
     def __repr__(self) -> str:
         return f"<Picture of {self.title}>"

@@ -17,6 +17,7 @@
     ├── ServiceTimeout        a request took longer than the served timeout (HTTP 504)
     ├── ServiceUnavailable    the served thing is failed or stopped (HTTP 503)
     ├── ProgramFailed         an sk.program exited non-zero, or did not write its outputs (HTTP 500)
+    ├── WorkerLost            a stage's task was lost with its worker (stage.on(...)), retries used up (HTTP 503)
     ├── ConfigError           a service's config is unknown or ill-typed (also a TypeError)
     ├── WiringError           a flow cannot be composed as written (also a TypeError)
     ├── StateError            a lifecycle step that is not allowed now
@@ -66,6 +67,7 @@ __all__ = [
     "UnknownAction",
     "UnsupportedMediaType",
     "WiringError",
+    "WorkerLost",
 ]
 
 
@@ -163,6 +165,13 @@ class ProgramFailed(SvckitError):
     outputs); ``returncode`` and ``stderr_tail`` say how, ``workdir`` where it ran when kept."""
 
     status = 500
+
+
+class WorkerLost(SvckitError):
+    """A stage run on an executor (``stage.on(...)``) lost its task with the worker or
+    process pool running it, and still did after its ``retries``; ``worker`` names it."""
+
+    status = 503
 
 
 class ConfigError(SvckitError, TypeError):

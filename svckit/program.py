@@ -922,9 +922,12 @@ def program(
         (longer lines are cut). Everything it printed is in ``.stdout`` and ``.stderr`` in
         its work directory.
 
-    The reply merges into the message: the output fields, ``returncode``, ``duration`` (s)
-    and ``stderr_tail``. A non-zero exit raises ``ProgramFailed`` with ``returncode``,
-    ``stderr_tail`` and, when the directory is kept, ``workdir``.
+    Returns
+    -------
+    Program
+        A service whose reply merges into the message: the output fields, ``returncode``,
+        ``duration`` (s) and ``stderr_tail``. A non-zero exit raises ``ProgramFailed`` with
+        ``returncode``, ``stderr_tail`` and, when the directory is kept, ``workdir``.
 
     Examples
     --------

@@ -40,10 +40,11 @@ from .errors import (
     SvckitError,
     Unauthorized,
     UnknownAction,
+    status_of,
 )
 from .limits import Access, Limits
 from .logs import current_service
-from .metrics import Metrics
+from .metrics import EXCERPT_CHARS, Metrics, traceback_text
 from .middleware import Middleware, Request, Wrapped, around
 from .running import origin_of
 from .runtime import Runtime
@@ -161,6 +162,9 @@ class RequestPath:
         self._deadlines: _Deadlines | None = None
         self._expired: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: ``sk.serve(..., debug=True)``: error replies carry the traceback (kept server-side otherwise)
+        self.debug = False
+        self._logged = _LogBudget()
 
     @property
     def token(self) -> str | None:
@@ -252,7 +256,7 @@ class RequestPath:
             except (TypeError, ValueError, RecursionError) as exc:
                 return self._error(self._unsendable(exc), request, start)  # not an output: it could not be sent
         if request.ended:
-            metrics.output(msg)
+            metrics.output(msg, request.trace_id)
         metrics.replied_one(request.transport, request.action, len(body), start, time.time(), 200, request.trace_id)
         return 200, body
 
@@ -291,7 +295,8 @@ class RequestPath:
     ) -> dict[str, Any]:
         """Run a streaming action: each message it yields is encoded, counted as an output
         (when it came out of the end of the flow) and handed to ``request.emit`` (a pipeline
-        has none: its sinks are in the flow). The served timeout bounds the whole stream.
+        has none: its sinks are in the flow). The served timeout bounds each message: the
+        first, then each next (a feed that sends one a second runs as long as it likes).
         The reply is ``{"items": count}``: a transport's end marker."""
         count = 0
         ends = request.action == self.name
@@ -299,22 +304,36 @@ class RequestPath:
         async def each() -> None:
             nonlocal count
             emit = request.emit
-            async for out in node.astream(msg, self.runtime):
-                try:
-                    data = encode(out)
-                except (TypeError, ValueError, RecursionError) as exc:
-                    raise self._unsendable(exc) from None
-                if ends:
-                    self.metrics.output(out)
-                count += 1
-                if emit is not None:
-                    await emit(data)
+            stream = node.astream(msg, self.runtime)
+            try:
+                while True:
+                    try:
+                        out = await (anext(stream) if timeout is None else self._timed(anext(stream), timeout))
+                    except StopAsyncIteration:
+                        return
+                    await one(out, emit)
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+
+        async def one(out: dict[str, Any], emit: Callable[[bytes], Awaitable[None]] | None) -> None:
+            nonlocal count
+            try:
+                data = encode(out)
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise self._unsendable(exc) from None
+            if emit is not None:
+                await emit(data)
+            if ends:
+                self.metrics.output(out, request.trace_id)
+            count += 1
+            # A turn of the loop each message: an async generator that never awaits, sent to
+            # a client whose writes return at once (it went away: uvicorn drops them), would
+            # hold the loop for ever; this lets its connection_lost, the served timeout and
+            # everything else the runtime serves run in between.
+            await asyncio.sleep(0)
 
         try:
-            if timeout is None:
-                await each()
-            else:
-                await self._timed(each(), timeout)
+            await each()
         except StopFlow:
             self.metrics.stopped += 1
         except Fatal as exc:
@@ -340,7 +359,7 @@ class RequestPath:
             service=self.name,
         )
 
-    async def _timed(self, work: Awaitable[None], seconds: float) -> None:
+    async def _timed(self, work: Awaitable[Any], seconds: float) -> Any:
         """``work`` (a node's ``arun``) under the served timeout: ``ServiceTimeout`` when it
         runs past it.
 
@@ -357,7 +376,7 @@ class RequestPath:
         cancelling = task.cancelling()
         deadline = deadlines.watch(task, seconds)
         try:
-            await work
+            result = await work
         except asyncio.CancelledError as exc:
             if deadlines.done(task) and task.uncancel() <= cancelling:
                 raise ServiceTimeout(
@@ -381,6 +400,7 @@ class RequestPath:
                 "computes without awaiting holds the runtime loop: await between steps, or make it a plain def).",
                 service=self.name,
             )
+        return result
 
     def expire(self, gen: Generation | None = None) -> int:
         """Answer every request of ``gen`` (default: the current one) still in flight with
@@ -413,11 +433,70 @@ class RequestPath:
         now = time.time()
         message = str(getattr(exc, "message", None) or exc)
         redact = not self.access.expose_errors
+        status = status_of(exc)
+        # A traceback for what the caller did not cause (a 5xx: user code raising, Fatal, a bad
+        # result; not a refusal nor a timeout): kept with the error row and logged at ERROR;
+        # on the wire only with debug=True. A client's bad input (4xx) costs no traceback.
+        tb = None
+        if status >= 500 and not isinstance(exc, ServiceUnavailable | ServiceTimeout):
+            tb = traceback_text(exc)
+        body = request.body
+        excerpt = bytes(body[:EXCERPT_CHARS]).decode("utf-8", "replace") if body else None
         # the log keeps the message whole; what a client can read (the reply, /status) is cut
-        self.metrics.error(type(exc).__name__, redact_paths(message) if redact else message, service, now)
-        if not isinstance(exc, SvckitError):
+        self.metrics.error(
+            type(exc).__name__,
+            redact_paths(message) if redact else message,
+            service,
+            now,
+            status=status,
+            request_id=request.trace_id,
+            excerpt=excerpt,
+            traceback=tb,
+        )
+        if tb is not None:
+            if self._logged.take(now):
+                logger.error(
+                    "service %r raised %s: %s (request %s)\n%s",
+                    service,
+                    type(exc).__name__,
+                    exc,
+                    request.id,
+                    tb.rstrip(),
+                    extra={"svckit_service": self.name},
+                )
+        elif not isinstance(exc, SvckitError):
             logger.info("service %r raised %s: %s", service, type(exc).__name__, exc)
         shown = None if isinstance(exc, Unauthorized) else service  # no name for a caller without the token
-        status, body = error_reply(exc, redact=redact, service=shown, request_id=request.id)
+        wire_tb = None
+        if self.debug and tb is not None:
+            wire_tb = redact_paths(tb) if redact else tb
+        status, body = error_reply(exc, redact=redact, service=shown, request_id=request.id, traceback=wire_tb)
         self.metrics.replied_one(request.transport, request.action, len(body), start, now, status, request.id)
         return status, body
+
+
+class _LogBudget:
+    """How many error tracebacks are logged: ``burst`` at once, then ``per_second`` (the rest
+    are counted and said in the next one logged), so a client sending failing requests
+    cannot fill a headless server's log."""
+
+    __slots__ = ("burst", "per_second", "skipped", "tokens", "when")
+
+    def __init__(self, per_second: float = 2.0, burst: int = 10) -> None:
+        self.per_second = per_second
+        self.burst = burst
+        self.tokens = float(burst)
+        self.when = 0.0
+        self.skipped = 0
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.when) * self.per_second)
+        self.when = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            if self.skipped:
+                logger.error("%d more error tracebacks were not logged (kept in Served.errors)", self.skipped)
+                self.skipped = 0
+            return True
+        self.skipped += 1
+        return False

@@ -298,8 +298,52 @@ class Served:
 
     @property
     def traffic(self) -> Any:
-        """Recent messages in and out (pandas DataFrame: time, endpoint, direction, action, ...)."""
+        """Recent messages in and out (pandas DataFrame: time in UTC, endpoint, direction, action, ...)."""
         return self.metrics.traffic_frame()
+
+    @property
+    def errors(self) -> Any:
+        """Recent error replies, oldest first (pandas DataFrame): ``time`` (UTC), ``service``
+        (the stage that raised), ``type``, ``message``, ``status``, ``request_id`` (as in
+        ``traffic``), ``excerpt`` (the start of the message that caused it) and ``traceback``
+        (for errors the caller did not cause, 5xx; None for refused input). The last
+        ``ERRORS_KEPT`` (100) are kept, each traceback cut to 8000 characters."""
+        return self.metrics.errors_frame()
+
+    def last_traceback(self, file: Any = None) -> None:
+        """Print the newest error's traceback (to ``file``, default ``sys.stdout``); the text
+        itself is ``srv.errors.traceback.iloc[-1]``.
+
+        Examples
+        --------
+        >>> import svckit as sk
+        >>> srv = sk.serve(sk.service(lambda x: 1 / x, name="inv"), http=0)
+        >>> try:
+        ...     sk.Client(srv.url).inv(x=0)
+        ... except sk.RemoteError as error:
+        ...     print(error.type)
+        ZeroDivisionError
+        >>> import io
+        >>> printed = io.StringIO()
+        >>> srv.settle().last_traceback(file=printed)  # in a cell: srv.last_traceback()
+        >>> printed.getvalue().splitlines()[-1]
+        'ZeroDivisionError: division by zero'
+        >>> srv.stop()
+        """
+        import sys
+
+        for entry in reversed(self.metrics.errors_log.copy()):
+            text = entry.get("traceback")
+            if text:
+                print(text.rstrip(), file=file or sys.stdout)
+                return
+        last = self.metrics.last_error
+        note = (
+            f"No traceback kept: the last error ({last['type']}: {last['message']}) was refused input, not raised code."
+            if last
+            else f"{self.name!r} has had no errors."
+        )
+        print(note, file=file or sys.stdout)
 
     def settle(self, timeout: float = 10.0, quiet: float = 0.05) -> Served:
         """Wait until what was sent has been handled; return ``self``.
@@ -333,10 +377,11 @@ class Served:
         pipe = self._pipeline
         return pipe.pending() if pipe is not None else 0
 
-    def picture(self) -> Picture:
+    def picture(self, timing: bool = False) -> Picture:
         """The picture of what it serves, with the counts of each stage in this served thing
-        (serving runs a copy of the flow: the flow you composed keeps its own counts)."""
-        return Picture(self.bound if self.bound is not None else self.node, counts=True, title=self.name)
+        (serving runs a copy of the flow: the flow you composed keeps its own counts); with
+        ``timing``, each stage's recent mean and p99 time too, the slowest marked."""
+        return Picture(self.bound if self.bound is not None else self.node, counts=True, title=self.name, timing=timing)
 
     def __enter__(self) -> Served:
         """``with sk.serve(...) as srv:``: stopped when the block ends, however it ends."""
@@ -762,6 +807,7 @@ def serve(
     expose_errors: bool = False,
     keep: int = 1000,
     middleware: Sequence[Any] = (),
+    debug: bool = False,
 ) -> Served:
     """Serve a service or flow from the background runtime; returns at once.
 
@@ -808,10 +854,16 @@ def serve(
     middleware
         Functions ``mw(call, msg)`` (or ``@sk.middleware`` ones, ``sk.throttle(...)``) around
         every call of every transport, outermost first (see ``sk.middleware``).
+    debug
+        Error replies of raised code (5xx) carry its traceback (``"traceback"`` in the error
+        body; paths shortened unless ``expose_errors``). Off by default: tracebacks stay in
+        the kernel, in ``Served.errors`` and the dashboard.
 
+    Notes
+    -----
     Serving again under the same name applies every argument given anew; ``token``,
-    ``timeout``, the limits and ``keep`` take their defaults when left out, so serving
-    again without ``token=`` stops asking for one (a warning is logged).
+    ``timeout``, the limits, ``keep`` and ``debug`` take their defaults when left out, so
+    serving again without ``token=`` stops asking for one (a warning is logged).
 
     Examples
     --------
@@ -846,6 +898,7 @@ def serve(
         existing = registry(rt).get(name)
         if existing is not None and existing.state in (State.RUNNING, State.FAILED):
             existing.replace(node, http, zmq, host, timeout, token, limits, access, keep, chosen)
+            existing.path.debug = bool(debug)
             return existing
         served = Served(
             rt,
@@ -859,6 +912,7 @@ def serve(
             keep=keep,
             middleware=chosen,
         )
+        served.path.debug = bool(debug)
         served._open(http, zmq)
         return served
 

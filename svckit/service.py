@@ -22,6 +22,7 @@ from typing import Any, ClassVar, TypeVar, overload
 from .callables import generator_kind, is_async_callable
 from .config import config_fields, validate_config
 from .errors import BadMessage, ConfigError, ControlFlow, Retry, StateError, StopFlow, WiringError
+from .metrics import instrument
 from .params import Params, check_name, merge, snake
 from .running import Binder, aretrying, cell_ready, note_origin, retrying, set_up_in_cell, trimmed
 from .runtime import run_here
@@ -294,6 +295,7 @@ class Service:
         clone.calls = 0
         clone.failures = 0
         clone._bound(binder)
+        instrument(clone)  # its own StageTimer: the time per call the dashboard's picture shows
         return clone
 
     def _bound(self, binder: Binder) -> None:
@@ -334,6 +336,22 @@ class Service:
     # -- composition -----------------------------------------------------------
     #: ``Flow.chain``, set by ``flow.py``: this module knows no flows.
     _chain: ClassVar[Callable[[Service, Service], Service] | None] = None
+    #: ``scale.on``, set by ``scale.py``: this module knows no executors.
+    _on: ClassVar[Callable[..., Service] | None] = None
+
+    def on(self, executor: Any, *, limit: int | None = None, retries: int = 1) -> Service:
+        """This stage with its calls run on ``executor``: a ``distributed.Client``, any
+        ``concurrent.futures.Executor``, or a function that makes one (see ``svckit.scale``).
+
+        A new stage; this one is left as it is. Each message is validated here, then the
+        plain function and its keyword arguments run as one task (a function defined in a
+        notebook travels by value, cloudpickle) while the runtime loop goes on. ``limit``
+        bounds the tasks in flight (default: twice the workers' threads); a task whose
+        worker died is resubmitted ``retries`` times, then answered ``WorkerLost``.
+        """
+        if Service._on is None:
+            raise WiringError("svckit.scale is not loaded: import svckit to use .on().")
+        return Service._on(self, executor, limit=limit, retries=retries)
 
     def __rshift__(self, other: Any) -> Service:
         right = lift(other, strict=False)
@@ -571,6 +589,11 @@ def _find_actions(svc: Service) -> dict[str, Callable[..., Any]]:
             continue
         if action in found:
             raise WiringError(f"Service class {type(svc).__name__} declares action {action!r} twice.")
+        if generator_kind(member) is not None:
+            raise WiringError(
+                f"{type(svc).__name__}.{attr} (action {action!r}) is a generator: an @sk.handle action answers "
+                "once. Return a list, or stream from the service's process() (a generator stage streams)."
+            )
         found[action] = getattr(svc, attr)
     return found
 

@@ -62,6 +62,9 @@ def test_dashboard_shows_counts_after_messages(comms, wordcount):
         assert card.traffic.value.count("wordcount") == 6  # the newest rows of in and out
         assert "a b 6" in card.outputs.value  # newest output row
         assert ">7 msg<" in card.picture.value
+        status = wordcount.status()  # every count on the card is status()'s
+        assert f'svckit-in">{status["received"]}<' in card.stats.value
+        assert f'svckit-out">{status["replied"]}<' in card.stats.value
         client.close()
     finally:
         dash.close()
@@ -77,13 +80,109 @@ def test_dashboard_shows_an_error_row(comms, wordcount):
             client.wordcount(txt="x")
         dash.refresh()
         card = dash.cards[0]
-        assert card.errors.value.count("svckit-error-row") == 2
-        assert "ValueError" in card.errors.value and "boom is not a sentence" in card.errors.value
+        rows = card.errors.accordion
+        assert len(rows.children) == 2
+        assert "BadMessage" in rows.titles[0] and "ValueError: boom is not a sentence" in rows.titles[1]
+        assert "parse" in rows.titles[1]  # the stage that raised
         assert "BadMessage" in card.stats.value  # the last error
         assert '<span class="svckit-num svckit-errors">2</span>' in card.stats.value
+        assert "newest 2 of 2" in card.errors.title.value
         client.close()
     finally:
         dash.close()
+
+
+def test_an_error_row_opens_to_its_traceback_and_stays_open(comms, wordcount):
+    dash = wordcount.dashboard()
+    try:
+        client = sk.Client(wordcount.url)
+        with pytest.raises(sk.RemoteError) as raised:
+            client.wordcount(text="boom")
+        assert "traceback" not in raised.value.to_dict()  # never on the wire without debug=True
+        dash.refresh()
+        errors = dash.cards[0].errors
+        detail = errors.details[0].value
+        assert 'class="svckit-traceback"' in detail and "Traceback (most recent call last)" in detail
+        assert "raise ValueError(&quot;boom is not a sentence&quot;)" in detail  # the user's line
+        assert "svckit/request.py" not in detail  # svckit's own frames are left out
+        assert "&quot;text&quot;: &quot;boom&quot;" in detail  # the message that caused it
+        assert wordcount.errors["request_id"].iloc[-1] in detail
+        frontend_says(errors.accordion, selected_index=0)  # a person opens the row
+        for i in range(3):  # newer errors push it down: it stays open
+            with pytest.raises(sk.BadMessage):
+                client.wordcount(txt=str(i))
+            dash.refresh()
+            assert errors.accordion.selected_index == i + 1
+            assert "ValueError" in errors.accordion.titles[i + 1]
+        assert "no traceback" in errors.details[0].value  # refused input has none
+        client.close()
+    finally:
+        dash.close()
+
+
+def test_the_chart_shows_replies_and_latency_per_second(comms, wordcount):
+    dash = wordcount.dashboard()
+    try:
+        card = dash.cards[0]
+        assert "no requests in the last 2 min" in card.chart.value
+        client = sk.Client(wordcount.url)
+        start = time.time()
+        while time.time() < int(start) + 2.05:  # two whole seconds of traffic
+            client.wordcount(text="a b")
+        with pytest.raises(sk.RemoteError):
+            client.wordcount(text="boom")
+        wait_for(lambda: time.time() >= int(start) + 3.0)
+        dash.refresh()
+        chart = card.chart.value
+        assert chart.count("<svg") == 2 and "svckit-rate-line" in chart and "svckit-p99-line" in chart
+        assert "svckit-error-line" in chart and "errors /s" in chart
+        status = wordcount.settle().status()
+        # the chart's replies add up to status()'s: every reply is in one second of the chart
+        total = int(chart.split('data-total="')[1].split('"')[0])
+        assert total == status["replied"]
+        client.close()
+    finally:
+        dash.close()
+
+
+def test_the_picture_in_the_dashboard_times_each_stage_and_marks_the_slowest(comms, sk_serve):
+    @sk.service
+    def quick(x: int) -> dict:
+        return {"y": x}
+
+    @sk.service
+    def slow(y: int) -> dict:
+        time.sleep(0.02)
+        return {"z": y}
+
+    srv = sk_serve(quick >> slow, name="timed")
+    dash = srv.dashboard()
+    try:
+        client = sk.Client(srv.url)
+        for i in range(5):
+            client.timed(x=i)
+        client.close()
+        dash.refresh()
+        picture = dash.cards[0].picture.value
+        assert picture.count("svckit-stage-time") == 2
+        assert 'class="svckit-stage svckit-slowest" data-name="slow"' in picture
+        assert ">slowest<" in picture
+        mean = float(picture.split('data-name="slow"')[1].split("mean ")[1].split(" ms")[0])
+        assert 19 <= mean < 200
+        assert "svckit-stage-time" not in srv.picture()._repr_html_()  # a plain picture stays stable
+        assert "svckit-slowest" in srv.picture(timing=True)._repr_html_()
+        assert "svckit-stage-time" not in (quick >> slow)._repr_html_()  # the user's flow is not timed
+    finally:
+        dash.close()
+
+
+def test_the_close_button_closes_the_dashboard(comms, wordcount):
+    dash = wordcount.dashboard()
+    dash.close_button.click()
+    assert dash.closed and not dash.alive
+    before = len(comms)
+    sk.Client(wordcount.url).wordcount(text="a")
+    assert dash.refresh() == 0 and len(comms) == before
 
 
 def test_stop_and_start_buttons_act_like_python_calls(comms, wordcount):

@@ -237,7 +237,7 @@ def test_outputs_frame_one_row_per_message_oldest_first(sk_serve, client_for):
         client.wc(nothing=1)  # errors are not outputs
     frame = srv.outputs
     assert isinstance(frame, pd.DataFrame)
-    assert list(frame.columns) == ["text", "words", "n"]
+    assert list(frame.columns) == ["text", "words", "n", "time", "request_id"]  # then when and for which request
     assert frame["n"].tolist() == [2, 3, 4]  # bounded by keep, oldest first
 
 
