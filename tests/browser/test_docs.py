@@ -7,7 +7,6 @@ Skipped only when ``SVCKIT_NO_BROWSER=1``.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -16,44 +15,19 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the served examples
 
 from api_examples import TOKEN, serve_public, serve_secret
+from chromium import SKIPPED, browser_page
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-if os.environ.get("SVCKIT_NO_BROWSER") == "1":
+if SKIPPED:
     pytest.skip("SVCKIT_NO_BROWSER=1: the browser test is skipped", allow_module_level=True)
 
 
 @pytest.fixture
 def page(tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian chromium is missing: `make test` installs it (apt-get install chromium).")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=FLAGS,
-            viewport={"width": 1400, "height": 1500},
-        )
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            failed: list[str] = []
-            page.on("requestfailed", lambda request: failed.append(request.url))
-            page.failed = failed  # type: ignore[attr-defined]
-            yield page
-        finally:
-            context.close()
+    with browser_page(tmp_path / "profile") as page:
+        failed: list[str] = []
+        page.on("requestfailed", lambda request: failed.append(request.url))
+        page.failed = failed  # type: ignore[attr-defined]
+        yield page
 
 
 def _execute(page, path: str) -> str:

@@ -17,30 +17,19 @@ import time
 from pathlib import Path
 
 import pytest
+from chromium import SKIPPED, browser_page
 
 from svckit.testing import holds, wait_for
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
-if os.environ.get("SVCKIT_NO_BROWSER") == "1":
+if SKIPPED:
     pytest.skip("SVCKIT_NO_BROWSER=1: the browser test is skipped", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, start_jupyter):
     """JupyterLab on 127.0.0.1 serving a temporary copy of notebooks/."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian chromium is missing: `make test` installs it (apt-get install chromium).")
     root = tmp_path_factory.mktemp("lab")
     shutil.copytree(NOTEBOOKS, root, dirs_exist_ok=True)
     extra = os.environ.get("SVCKIT_LAB_ARGS", "").split()  # e.g. to disable an extension when checking the test
@@ -51,20 +40,8 @@ def lab(tmp_path_factory, start_jupyter):
 
 @pytest.fixture
 def page(lab, tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=FLAGS,
-            viewport={"width": 1400, "height": 1500},
-        )
-        try:
-            yield context.pages[0] if context.pages else context.new_page()
-        finally:
-            context.close()
+    with browser_page(tmp_path / "profile") as page:
+        yield page
 
 
 def _count(locator) -> int:
