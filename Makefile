@@ -89,7 +89,7 @@ soak: $(STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info
 
-# Benchmarks side by side with bare uvicorn, raw pyzmq, plain calls and service-flow (not a test).
+# Benchmarks side by side with bare uvicorn, FastAPI, raw pyzmq, plain calls and service-flow (not a test).
 SF_VENV := benchmarks/.venv-sf
 .PHONY: bench
 
@@ -98,6 +98,13 @@ $(SF_VENV)/.installed:
 	$(SF_VENV)/bin/python -m pip install --quiet service-flow==0.3.1
 	touch $@
 
-bench: $(STAMP) $(SF_VENV)/.installed
+# FastAPI (a def endpoint on uvicorn in a thread): the second HTTP baseline, in a venv of its own
+FASTAPI_VENV := benchmarks/.venv-fastapi
+$(FASTAPI_VENV)/.installed:
+	test -x $(FASTAPI_VENV)/bin/python || $(BIN)/python -m venv $(FASTAPI_VENV)
+	$(FASTAPI_VENV)/bin/python -m pip install --quiet fastapi==0.165.0 'uvicorn[standard]==0.54.0'
+	touch $@
+
+bench: $(STAMP) $(SF_VENV)/.installed $(FASTAPI_VENV)/.installed
 	command -v wrk > /dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python benchmarks/run.py

@@ -1,4 +1,5 @@
-"""HTTP: a served one-stage flow (JSON POST echo) against the same handler on bare uvicorn + starlette.
+"""HTTP: a served one-stage flow (JSON POST echo) against the same handler on bare uvicorn + starlette,
+and against FastAPI with a plain ``def`` endpoint in a thread (what a user would write instead).
 
 Each measurement starts a fresh server process (``http_server.py``: the server in a
 non-main thread, as in a kernel), loads it with ``wrk`` from another process, and stops
@@ -14,9 +15,12 @@ import tempfile
 import time
 from typing import Any
 
-from common import PYTHON, Child, median, script, wrk, wrk_path
+from common import HERE, PYTHON, Child, median, script, wrk, wrk_path
 
-KINDS = ("bare", "svckit", "svckit-async", "svckit-inline")
+KINDS = ("bare", "fastapi-def", "svckit", "svckit-async", "svckit-inline")
+#: The FastAPI baseline runs from its own venv (``make bench`` makes it), so FastAPI's pins
+#: never change svckit's environment; without it that kind is left out.
+FASTAPI_PYTHON = HERE / ".venv-fastapi" / "bin" / "python"
 #: name → (connections, busy main thread, switch interval or None for the default 0.005 s)
 CONDITIONS: dict[str, tuple[int, bool, float | None]] = {
     "idle_c1": (1, False, None),
@@ -31,7 +35,8 @@ def measure(kind: str, connections: int, busy: bool, switch: float | None, secon
     """One server process, one wrk run; in the busy case also the busy loop's speed under load."""
     with tempfile.TemporaryDirectory() as tmp:
         rate_file = os.path.join(tmp, "rate")
-        args = [PYTHON, script("http_server.py"), "--kind", kind, "--rate-file", rate_file]
+        python = str(FASTAPI_PYTHON) if kind == "fastapi-def" else PYTHON
+        args = [python, script("http_server.py"), "--kind", kind, "--rate-file", rate_file]
         if busy:
             args.append("--busy")
         if switch:
@@ -75,7 +80,7 @@ def run(smoke: bool = False) -> dict[str, Any]:
     rounds = 1 if smoke else 3
     busy_rounds = 1 if smoke else 5  # a busy main thread makes single runs swing 2-5x: more pairs
     seconds = 1.0 if smoke else 3.0
-    kinds = KINDS
+    kinds = KINDS if FASTAPI_PYTHON.exists() else tuple(k for k in KINDS if k != "fastapi-def")
     results: dict[str, Any] = {}
     for cond, (conns, busy, switch) in CONDITIONS.items():
         samples: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
@@ -96,6 +101,9 @@ def run(smoke: bool = False) -> dict[str, Any]:
             # ratio of medians would mix rounds; the median of per-round ratios keeps pairs together
             ratios = [s["rps"] / b["rps"] for s, b in zip(samples[kind], samples["bare"], strict=True)]
             row[f"{kind}_ratio"] = round(median(ratios), 3)
+            if "fastapi-def" in samples and kind.startswith("svckit"):
+                ratios = [s["rps"] / f["rps"] for s, f in zip(samples[kind], samples["fastapi-def"], strict=True)]
+                row[f"{kind}_vs_fastapi"] = round(median(ratios), 3)
         results[cond] = row
     results["busy_loop_unloaded_per_s"] = round(unloaded_busy_rate(seconds))
     return results

@@ -4,6 +4,8 @@
 HTTP transport configures it. ``--kind svckit``: ``sk.serve`` of a one-stage flow whose
 stage is a plain ``def``; ``--kind svckit-async``: the same stage as ``async def``;
 ``--kind svckit-inline``: the plain ``def`` marked ``inline=True`` (run on the loop).
+``--kind fastapi-def``: FastAPI with a plain ``def`` endpoint on uvicorn in a thread (the
+second baseline: what a user would write instead), run by the FastAPI venv's Python.
 ``--kind none`` serves nothing (the busy loop's reference speed).
 
 ``--busy`` keeps the main thread in a pure-Python loop (a kernel running a cell); with
@@ -81,6 +83,38 @@ def serve_bare() -> str:
     return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
+def serve_fastapi() -> str:
+    """FastAPI with a plain ``def`` endpoint, on uvicorn in a daemon thread: what a notebook user
+    writes without svckit (the JupyUvi / BentoML-threaded pattern). FastAPI runs a ``def``
+    endpoint in anyio's thread pool; the body is checked by a pydantic model, as svckit checks
+    ``text: str``. Runs from ``benchmarks/.venv-fastapi`` (``make bench`` makes it), so FastAPI's
+    own pins never touch svckit's environment."""
+    import uvicorn
+    from fastapi import FastAPI
+    from pydantic import BaseModel, ConfigDict
+
+    class Message(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        text: str
+
+    def echo(msg: Message) -> dict[str, Any]:
+        return msg.model_dump()
+
+    # this module's annotations are strings (``from __future__``) and Message is local to this
+    # function, where FastAPI cannot resolve them: give it the objects
+    echo.__annotations__ = {"msg": Message, "return": dict[str, Any]}
+    app = FastAPI()
+    app.post(f"/{ACTION}")(echo)
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="fastapi-server", daemon=True).start()
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
 class CommCounter:
     """What a kernel's IOPub would have carried: comm messages and their serialised bytes."""
 
@@ -123,7 +157,7 @@ def install_counting_comm() -> None:
     comm.create_comm = lambda *a, **k: CountingComm(*a, **k)
 
 
-def serve_svckit(is_async: bool, dashboard: bool = False, inline: bool = False) -> str:
+def serve_svckit(is_async: bool, dashboard: bool = False, inline: bool | None = None) -> str:
     import svckit as sk
 
     if is_async:
@@ -197,7 +231,9 @@ def busy(rate_file: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--kind", choices=["bare", "svckit", "svckit-async", "svckit-inline", "none"], required=True)
+    parser.add_argument(
+        "--kind", choices=["bare", "fastapi-def", "svckit", "svckit-async", "svckit-inline", "none"], required=True
+    )
     parser.add_argument("--busy", action="store_true", help="keep the main thread busy in pure Python")
     parser.add_argument("--switch", type=float, default=None, help="sys.setswitchinterval value")
     parser.add_argument("--rate-file", default="", help="where the busy loop writes its iterations/s")
@@ -208,13 +244,15 @@ def main() -> None:
     if args.kind == "none":  # nothing served: the busy loop's reference speed
         print("READY", flush=True)
     else:
-        if args.dashboard and args.kind == "bare":
+        if args.dashboard and not args.kind.startswith("svckit"):
             parser.error("--dashboard needs an svckit kind")
-        url = (
-            serve_bare()
-            if args.kind == "bare"
-            else serve_svckit(args.kind == "svckit-async", args.dashboard, inline=args.kind == "svckit-inline")
-        )
+        if args.kind == "bare":
+            url = serve_bare()
+        elif args.kind == "fastapi-def":
+            url = serve_fastapi()
+        else:
+            inline = True if args.kind == "svckit-inline" else None  # default def: svckit places it
+            url = serve_svckit(args.kind == "svckit-async", args.dashboard, inline=inline)
         wait_ready(url)
         print("READY", f"{url}/{ACTION}", flush=True)
     if args.busy:

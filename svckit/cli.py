@@ -215,6 +215,13 @@ def status_table(body: dict[str, Any]) -> str:
             notes.append(f"{name}: last error {last.get('type')}: {last.get('message')}")
         for warning in s.get("warnings", []):
             notes.append(f"{name}: warning: {warning}")
+        placed = s.get("placement") or {}
+        on_loop = [stage for stage, info in placed.items() if info.get("runs") == "loop"]
+        if on_loop:
+            notes.append(f"{name}: def stages on the runtime loop (proven quick): {', '.join(on_loop)}")
+        for stage, info in placed.items():
+            if "moved_back_at" in info:
+                notes.append(f"{name}/{stage}: back in the worker pool: {info.get('why')}")
         for stage, info in (s.get("stages") or {}).items():
             running = info.get("running", [])
             text = f"{name}/{stage}: {len(running)} running"

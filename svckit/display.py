@@ -90,10 +90,16 @@ def _leaf(svc: Node, counts: bool, times: dict[int, dict[str, Any]] | None = Non
         note = role
     timed = times.get(id(svc)) if times is not None else None
     time_note = f"mean {_ms(timed['mean_ms'])} · p99 {_ms(timed['p99_ms'])}" if timed else ""
+    # a served def stage: where it runs (svckit.placement), when svckit moved it
+    place = getattr(svc, "_place", None) if counts else None
+    where = why = ""
+    if place is not None and place.forced is None and (place.loop or place.moved_at is not None):
+        where, why = ("on loop" if place.loop else "back in pool"), place.why
+        time_note = f"{time_note} · {where}" if time_note else where
     is_slowest = timed is not None and slowest == id(svc)
     w = max(84.0, _text_width(label) + 24, _text_width(note) + 24, _text_width(time_note) * 0.85 + 16)
     describe = getattr(svc, "describe", None)
-    title = escape(describe() if callable(describe) else label)
+    title = escape((describe() if callable(describe) else label) + (f" ({where}: {why})" if where else ""))
     fail = counts and bool(getattr(svc, "failures", 0))
     stroke = "#c0392b" if fail else ("#e67e22" if is_slowest else _STROKE[role])
     cls = "svckit-stage svckit-slowest" if is_slowest else "svckit-stage"

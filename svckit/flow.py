@@ -15,6 +15,7 @@ from typing import Any
 from .errors import BadMessage, StopFlow, WiringError
 from .middleware import Middleware, Wrapped
 from .params import Params, check_name
+from .placement import Placement
 from .running import Binder, cell_ready, set_up_in_cell, trimmed
 from .runtime import run_here
 from .service import Service, _last, lift
@@ -153,11 +154,18 @@ class Flow(Service):
         if self.streams:
             await _last(self, msg, rt)
             return
-        for kind, item in self._segments:
+        for kind, item, places in self._segments:
             if kind:
                 await item.arun(msg, rt)
-            else:
-                await rt.blocking(_run_all, item, msg)
+                continue
+            if places is not None:
+                for place in places:
+                    if not place.loop:
+                        break
+                else:  # every def stage of this run of them has proven quick: no hop to the pool
+                    _run_all(item, msg)
+                    continue
+            await rt.blocking(_run_all, item, msg)
 
     async def astream(self, msg: dict[str, Any], rt: Any) -> AsyncIterator[dict[str, Any]]:
         """Each message that comes out of the end: the stages after a generator stage run on
@@ -237,21 +245,53 @@ def _wrap(stages: tuple[Service, ...]) -> tuple[Service, ...]:
     return stages
 
 
-def _segments(stages: tuple[Service, ...]) -> tuple[tuple[bool, Any], ...]:
-    """Group runs of plain synchronous stages so each run is one hop to the worker pool."""
-    out: list[tuple[bool, Any]] = []
-    pending: list[Callable[[dict[str, Any]], None]] = []
+def _segments(stages: tuple[Service, ...]) -> tuple[tuple[bool, Any, tuple[Placement, ...] | None], ...]:
+    """Group runs of plain synchronous stages so each run is one hop to the worker pool, or
+    none once every ``def`` stage in it runs on the loop: ``(False, runs, placements)``, the
+    placements None when some part of the run must stay in the pool (a ``def`` middleware, a
+    stage not bound by serving); ``(True, stage, None)`` for a stage with its own step."""
+    out: list[tuple[bool, Any, tuple[Placement, ...] | None]] = []
+    pending: list[Service] = []
+
+    def flush() -> None:
+        places: list[Placement] | None = []
+        for stage in pending:
+            found = _placements(stage)
+            places = None if found is None or places is None else places + found
+        out.append((False, tuple(stage.run for stage in pending), tuple(places) if places is not None else None))
+        pending.clear()
+
     for stage in stages:
         if stage.concurrent:
             if pending:
-                out.append((False, tuple(pending)))
-                pending = []
-            out.append((True, stage))
+                flush()
+            out.append((True, stage, None))
         else:
-            pending.append(stage.run)
+            pending.append(stage)
     if pending:
-        out.append((False, tuple(pending)))
+        flush()
     return tuple(out)
+
+
+def _placements(stage: Service) -> list[Placement] | None:
+    """Where every ``def`` a synchronous ``stage`` runs is placed (``svckit.placement``): its
+    own, or its parts' in a flow or branch; None when some part has none (a ``def``
+    middleware, a stage not bound by serving), so the whole must stay in the pool."""
+    if stage._place is not None:
+        return [stage._place]
+    if isinstance(stage, Flow):
+        parts: list[Service] = list(stage._body)
+    elif isinstance(stage, Branch):
+        parts = list(stage.routes.values()) + ([stage.default] if stage.default is not None else [])
+    else:
+        return None
+    found: list[Placement] = []
+    for part in parts:
+        inner = _placements(part)
+        if inner is None:
+            return None
+        found += inner
+    return found
 
 
 def _check_roles(stages: tuple[Service, ...]) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 
 from .ids import format_request_id
 from .logs import LogBuffer, log_buffer  # where they lived first
+from .placement import Placement, promotion_enabled
 
 __all__ = [
     "ERRORS_KEPT",
@@ -139,8 +140,9 @@ def instrument(stage: Any) -> StageTimer:
 
     The stage's own entry point is wrapped on the instance: ``run`` for a plain ``def`` (on
     the worker thread or the loop, wherever it runs), ``arun`` for an ``async def``; a
-    generator stage is not timed (its time is the stream's). Serving does this to the
-    copies it binds, never to a user's object.
+    generator stage is not timed (its time is the stream's). A plain ``def`` also gets its
+    ``Placement`` (``stage._place``), fed by the same timing: while it learns, its calls'
+    CPU time too. Serving does this to the copies it binds, never to a user's object.
     """
     timer = StageTimer()
     stage._timer = timer
@@ -161,14 +163,30 @@ def instrument(stage: Any) -> StageTimer:
         stage.arun = timed_arun
     else:
         run: Callable[[dict[str, Any]], None] = stage.run
+        place = stage._place = Placement(stage.name, getattr(stage, "inline", None), promotion_enabled())
+        cpu = time.thread_time
+        block = place.BLOCK
 
         def timed_run(msg: dict[str, Any]) -> None:
             __tracebackhide__ = True
+            if place.learning:  # in the pool, timed for a promotion to the loop: wall and CPU time
+                used = cpu()
+                start = clock()
+                try:
+                    run(msg)
+                finally:
+                    took = clock() - start
+                    add(took)
+                    place.pooled(took, cpu() - used)
+                return
             start = clock()
             try:
                 run(msg)
             finally:
-                add(clock() - start)
+                took = clock() - start
+                add(took)
+                if took > block and place.loop:
+                    place.timed(took)  # it turned slow: back to the pool for good
 
         stage.run = timed_run
     return timer

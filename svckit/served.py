@@ -259,8 +259,19 @@ class Served:
             **self.metrics.counters(),
             "pool": self.runtime.pool.stats(),  # the runtime's, shared by everything it serves
             "stalls": self._stalls(),
+            "placement": self._placement(),
             **self._stages(),
         }
+
+    def _placement(self) -> dict[str, Any]:
+        """Where each bound plain ``def`` stage runs now, and why (``svckit.placement``): on the
+        loop once proven quick, or in the worker pool (not yet proven, moved back, or forced)."""
+        out: dict[str, Any] = {}
+        for leaf in self._bound_leaves():
+            place = leaf._place
+            if place is not None:
+                out[leaf.name if leaf.name not in out else f"{leaf.name}#{len(out) + 1}"] = place.stats()
+        return out
 
     def _stages(self) -> dict[str, Any]:
         """``{"stages": {name: ...}}`` of the bound leaves that report more of themselves

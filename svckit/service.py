@@ -24,6 +24,7 @@ from .config import config_fields, validate_config
 from .errors import BadMessage, ConfigError, ControlFlow, Retry, StateError, StopFlow, WiringError
 from .metrics import instrument
 from .params import Params, check_name, merge, snake
+from .placement import Placement
 from .running import Binder, aretrying, cell_ready, note_origin, retrying, set_up_in_cell, trimmed
 from .runtime import run_here
 from .streaming import collect, pump
@@ -62,8 +63,11 @@ class Service:
     is_async: bool = False
     #: True when it must run as its own step on the runtime (async or fans out).
     concurrent: bool = False
-    #: Runs on the loop though it is a plain ``def`` (``@sk.service(inline=True)``).
-    inline: bool = False
+    #: Where a plain ``def`` runs: True on the loop from the first call, False always in the
+    #: worker pool, None (the default) in the pool until it proves quick (``svckit.placement``).
+    inline: bool | None = None
+    #: On a bound plain ``def`` stage: where it runs now (``svckit.placement.Placement``).
+    _place: Placement | None = None
     #: The HTTP methods its action answers (``@sk.service(methods=("GET", "POST"))``); a GET
     #: reads the message's fields from the query string.
     methods: tuple[str, ...] = ("POST",)
@@ -163,8 +167,9 @@ class Service:
             await _last(self, msg, rt)
             return
         if not self.is_async:
-            if self.inline:
-                self.run(msg)  # declared quick: right here on the loop, like an async def
+            place = self._place
+            if self.inline or (place is not None and place.loop):
+                self.run(msg)  # declared or proven quick: right here on the loop, like an async def
             else:
                 await rt.blocking(self.run, msg)
             return
@@ -378,7 +383,7 @@ class FunctionService(Service):
         *,
         name: str | None = None,
         output: str | None = None,
-        inline: bool = False,
+        inline: bool | None = None,
         methods: Any = ("POST",),
     ) -> None:
         inner = getattr(fn, "func", None)  # functools.partial
@@ -405,7 +410,7 @@ class FunctionService(Service):
         if self._generator is not None:
             self.streams = True
             self.is_async = True  # it runs as a stream on the loop (a def generator's body in the pool)
-        self.concurrent = self.is_async or inline  # its own step on the runtime: no hop to the pool
+        self.concurrent = self.is_async or inline is True  # its own step on the runtime: no hop to the pool
         self.methods = check_methods(methods, self.name)
         self._actions = {}
         self._bind = self._params.bind
@@ -614,7 +619,7 @@ def service(
     *,
     name: str | None = None,
     output: str | None = None,
-    inline: bool = False,
+    inline: bool | None = None,
     methods: Sequence[str] = ("POST",),
 ) -> FunctionService: ...
 @overload
@@ -624,7 +629,7 @@ def service(
     *,
     name: str | None = None,
     output: str | None = None,
-    inline: bool = False,
+    inline: bool | None = None,
     methods: Sequence[str] = ("POST",),
 ) -> Callable[[Callable[..., Any]], FunctionService]: ...
 def service(
@@ -633,7 +638,7 @@ def service(
     *,
     name: str | None = None,
     output: str | None = None,
-    inline: bool = False,
+    inline: bool | None = None,
     methods: Sequence[str] = ("POST",),
 ) -> FunctionService | Callable[[Callable[..., Any]], FunctionService]:
     """Make a service of a function: ``@sk.service`` or ``@sk.service(name=..., output=...)``.
@@ -642,12 +647,16 @@ def service(
     hints. A returned ``dict`` is merged into the message, ``None`` passes it on, any
     other value is stored under ``output`` (default: the function's name).
 
-    Once served, a plain ``def`` runs in the runtime's worker pool, so a slow or blocking
+    Once served, a plain ``def`` starts in the runtime's worker pool, so a slow or blocking
     function never stalls the loop (as FastAPI does with ``def`` endpoints); an
-    ``async def`` runs on the loop itself. ``inline=True`` runs a plain ``def`` on the loop
-    too: it saves the hop to the pool (tens of microseconds, and two waits for the GIL
-    when a cell keeps the kernel busy), for quick functions that never block. A slow
-    inline function holds up everything the runtime serves.
+    ``async def`` runs on the loop itself. A ``def`` that has returned quickly, without
+    waiting on anything, 200 calls in a row then runs on the loop too: that saves the hop
+    to the pool (tens of microseconds, and two waits for the GIL when a cell keeps the
+    kernel busy). If one of its calls there takes more than 10 ms, it goes back to the pool
+    for good (logged, and shown by ``status()`` and the flow picture): a function that
+    turns slow holds up the rest of the runtime for that one call (``svckit.placement``).
+    ``inline=True`` runs it on the loop from the first call and never moves it;
+    ``inline=False`` keeps it in the pool.
 
     ``methods=("GET", "POST")`` lets HTTP clients call it with ``GET /name?field=value``
     too: query fields are validated like a JSON body's, strings coerced to the annotated

@@ -1,0 +1,293 @@
+"""Where served plain ``def`` stages run: the pool, the loop once proven quick, and back for good.
+
+The served tests run on real sockets (HTTP over 127.0.0.1, ZMQ through pyzmq) and tell where
+each call ran by the thread that ran it: ``svckit-runtime`` is the loop.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import pytest
+import requests
+
+import svckit as sk
+from svckit.placement import Placement
+from svckit.testing import wait_for
+
+LOOP = "svckit-runtime"
+
+
+def _thread() -> str:
+    return threading.current_thread().name
+
+
+def _post(session: requests.Session, url: str, **body: Any) -> dict[str, Any]:
+    reply = session.post(url, json=body, timeout=30)
+    assert reply.status_code == 200, reply.text
+    out: dict[str, Any] = reply.json()
+    return out
+
+
+# -- the rules, on their own ------------------------------------------------------------------
+
+
+def test_a_stage_is_promoted_after_enough_quick_calls_in_a_row() -> None:
+    p = Placement("s")
+    for _ in range(Placement.PROMOTE_AFTER - 1):
+        p.pooled(0.00001, 0.00001)
+    assert p.runs == "pool" and p.learning
+    p.pooled(0.00001, 0.00001)
+    assert p.runs == "loop" and not p.learning
+    assert "200 calls in a row" in p.why and p.stats()["promoted_at"] > 0
+
+
+def test_a_slow_or_waiting_call_starts_the_count_again() -> None:
+    p = Placement("s")
+    for _ in range(Placement.PROMOTE_AFTER - 1):
+        p.pooled(0.00001, 0.00001)
+    p.pooled(0.002, 0.002)  # slower than QUICK: computing too long for the loop
+    assert p.streak == 0
+    for _ in range(Placement.PROMOTE_AFTER - 1):
+        p.pooled(0.00001, 0.00001)
+    p.pooled(0.0003, 0.00001)  # quick, but it waited (I/O, a lock, a sleep): never on the loop
+    assert p.streak == 0 and p.runs == "pool"
+
+
+def test_a_promoted_stage_that_blocks_goes_back_for_good(caplog: pytest.LogCaptureFixture) -> None:
+    p = Placement("slowpoke")
+    for _ in range(Placement.PROMOTE_AFTER):
+        p.pooled(0.00001, 0.00001)
+    with caplog.at_level(logging.WARNING, logger="svckit.placement"):
+        p.timed(0.2)
+    assert p.runs == "pool" and not p.learning
+    assert p.why == "a call took 200 ms (more than 10 ms)"
+    assert "slowpoke" in caplog.text and "inline=False" in caplog.text
+    for _ in range(10 * Placement.PROMOTE_AFTER):  # quick again: it stays in the pool
+        p.pooled(0.00001, 0.00001)
+    assert p.runs == "pool"
+    assert "moved_back_at" in p.stats()
+
+
+def test_inline_forces_either_way() -> None:
+    on, off = Placement("a", inline=True), Placement("b", inline=False)
+    assert on.runs == "loop" and off.runs == "pool"
+    for _ in range(2 * Placement.PROMOTE_AFTER):
+        off.pooled(0.00001, 0.00001)
+    on.timed(1.0)
+    assert on.runs == "loop" and off.runs == "pool"
+    assert (on.why, off.why) == ("inline=True", "inline=False")
+
+
+def test_svckit_promote_0_keeps_every_unmarked_stage_in_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SVCKIT_PROMOTE", "0")
+
+    @sk.service
+    def quick(x: int) -> dict[str, Any]:
+        return {"where": _thread()}
+
+    with sk.serve(quick, name="quick", http=0) as srv:
+        s = requests.Session()
+        for i in range(Placement.PROMOTE_AFTER + 20):
+            assert _post(s, f"{srv.url}/quick", x=i)["where"] != LOOP
+        assert srv.status()["placement"]["quick"] == {"runs": "pool", "why": "SVCKIT_PROMOTE=0"}
+
+
+def test_inline_is_checked_and_kept_on_the_service() -> None:
+    assert sk.service(lambda x: x).inline is None
+    assert sk.service(lambda x: x, inline=False).inline is False
+    with pytest.raises(sk.WiringError, match="async def"):
+
+        async def a(x: int) -> int:
+            return x
+
+        sk.service(a, inline=True)
+
+
+# -- served, on real sockets --------------------------------------------------------------------
+
+
+def test_a_quick_def_stage_moves_to_the_loop_and_says_so() -> None:
+    @sk.service
+    def echo(text: str) -> dict[str, Any]:
+        return {"where": _thread()}
+
+    with sk.serve(echo >> sk.service(lambda where: None, name="keep"), name="echo", http=0) as srv:
+        s = requests.Session()
+        first = [_post(s, f"{srv.url}/echo", text="a")["where"] for _ in range(Placement.PROMOTE_AFTER)]
+        assert all(w != LOOP for w in first), "a stage starts in the pool"
+        later = [_post(s, f"{srv.url}/echo", text="a")["where"] for _ in range(50)]
+        assert later.count(LOOP) == 50, later
+        placement = srv.status()["placement"]
+        assert placement["echo"]["runs"] == "loop" and placement["keep"]["runs"] == "loop"
+        assert "quick calls" not in placement["echo"]["why"] and "200 calls in a row" in placement["echo"]["why"]
+        picture = srv.picture(timing=True)._repr_html_()
+        assert "on loop" in picture
+
+
+def test_a_blocking_def_stage_never_runs_on_the_loop_twice_in_a_row_after_it_blocked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """1,000 quick calls, then every call sleeps 0.2 s: the first slow one ran on the loop (it
+    had been promoted); after it, not one call runs there, though many arrive at once."""
+    calls: list[str] = []
+    lock = threading.Lock()
+
+    @sk.service
+    def turns(n: int) -> dict[str, Any]:
+        with lock:
+            calls.append(_thread())
+            count = len(calls)
+        if count > 1000:
+            time.sleep(0.2)
+        return {"count": count}
+
+    with caplog.at_level(logging.WARNING, logger="svckit.placement"), sk.serve(turns, name="turns", http=0) as srv:
+        url = f"{srv.url}/turns"
+        s = requests.Session()
+        for i in range(1000):
+            _post(s, url, n=i)
+        assert calls[-1] == LOOP, "promoted after its quick calls"
+        assert srv.status()["placement"]["turns"]["runs"] == "loop"
+        # eight at once, then eight more: the loop ran the first slow call only
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            for _ in range(2):
+                list(ex.map(lambda i: _post(requests.Session(), url, n=i), range(8)))
+        slow = calls[1000:]
+        assert len(slow) == 16
+        on_loop = [i for i, where in enumerate(slow) if where == LOOP]
+        assert on_loop == [0], f"calls after it blocked ran on the loop: {slow}"
+        placement = srv.status()["placement"]["turns"]
+        assert placement["runs"] == "pool" and placement["why"].startswith("a call took 2")
+        assert "moved_back_at" in placement
+    assert "'turns' blocked the runtime loop" in caplog.text
+
+
+def test_inline_false_keeps_a_stage_in_the_pool() -> None:
+    @sk.service(inline=False)
+    def pooled(n: int) -> dict[str, Any]:
+        return {"where": _thread()}
+
+    with sk.serve(pooled, name="pooled", http=0) as srv:
+        s = requests.Session()
+        seen = {_post(s, f"{srv.url}/pooled", n=i)["where"] for i in range(3 * Placement.PROMOTE_AFTER)}
+        assert LOOP not in seen and all(w.startswith("svckit-worker") for w in seen)
+        assert srv.status()["placement"]["pooled"] == {"runs": "pool", "why": "inline=False"}
+
+
+def test_a_stage_that_waits_every_call_is_never_promoted() -> None:
+    """Quick by the clock (a fraction of a millisecond) but off the CPU: it could be a call
+    into something this same runtime serves, which on the loop would wait on itself."""
+
+    @sk.service
+    def waits(n: int) -> dict[str, Any]:
+        time.sleep(0.0002)
+        return {"where": _thread()}
+
+    with sk.serve(waits, name="waits", http=0) as srv:
+        s = requests.Session()
+        seen = {_post(s, f"{srv.url}/waits", n=i)["where"] for i in range(2 * Placement.PROMOTE_AFTER)}
+        assert LOOP not in seen
+        assert srv.status()["placement"]["waits"]["runs"] == "pool"
+
+
+def test_a_run_of_def_stages_stays_in_the_pool_while_one_of_them_must() -> None:
+    @sk.service
+    def first(n: int) -> dict[str, Any]:
+        return {"a": _thread()}
+
+    @sk.service(inline=False)
+    def second(a: str) -> dict[str, Any]:
+        return {"b": _thread()}
+
+    with sk.serve(first >> second, name="pair", http=0) as srv:
+        s = requests.Session()
+        for i in range(2 * Placement.PROMOTE_AFTER):
+            out = _post(s, f"{srv.url}/pair", n=i)
+            assert out["a"] == out["b"] != LOOP, "one hop to the pool for both"
+        assert srv.status()["placement"]["first"]["runs"] == "loop"  # proven, but its partner is not
+
+
+def test_a_stage_that_turns_slow_holds_up_other_served_things_for_one_call_at_most() -> None:
+    """Another served thing's requests, sent one after another while the slow stage gets 8
+    requests at once, wait at most about one slow call (0.2 s), not eight (1.6 s)."""
+    count = 0
+
+    @sk.service
+    def turns(n: int) -> dict[str, Any]:
+        nonlocal count
+        count += 1
+        if count > 1000:
+            time.sleep(0.2)
+        return {}
+
+    @sk.service
+    def other(n: int) -> dict[str, Any]:
+        return {}
+
+    with sk.serve(turns, name="turns", http=0) as a, sk.serve(other, name="other", http=0) as b:
+        s = requests.Session()
+        for i in range(1000):
+            _post(s, f"{a.url}/turns", n=i)
+            _post(s, f"{b.url}/other", n=i)
+        assert a.status()["placement"]["turns"]["runs"] == "loop"
+        assert b.status()["placement"]["other"]["runs"] == "loop"
+        waits: list[float] = []
+        done = threading.Event()
+
+        def measure() -> None:
+            client = requests.Session()
+            while not done.is_set():
+                start = time.perf_counter()
+                _post(client, f"{b.url}/other", n=0)
+                waits.append(time.perf_counter() - start)
+
+        watcher = threading.Thread(target=measure)
+        watcher.start()
+        try:
+            wait_for(lambda: len(waits) >= 5, timeout=10, what="the other served thing answering")
+            with concurrent.futures.ThreadPoolExecutor(8) as ex:
+                list(ex.map(lambda i: _post(requests.Session(), f"{a.url}/turns", n=i), range(8)))
+        finally:
+            done.set()
+            watcher.join(30)
+        assert max(waits) < 0.4, f"the other served thing waited {max(waits):.3f} s (one slow call is 0.2 s)"
+        assert b.status()["placement"]["other"]["runs"] == "loop", "the quick one stays on the loop"
+
+
+def test_zmq_requests_and_pipelines_run_promoted_stages_on_the_loop(zsock: Any) -> None:
+    zmq = pytest.importorskip("zmq")
+
+    @sk.service
+    def where(i: int) -> dict[str, Any]:
+        return {"where": _thread()}
+
+    with sk.serve(where, name="where", zmq=0) as srv:
+        assert srv.zmq_url is not None
+        client = sk.ZmqClient(srv.zmq_url)
+        try:
+            seen = [client.call("where", i=i)["where"] for i in range(Placement.PROMOTE_AFTER + 30)]
+        finally:
+            client.close()
+        assert LOOP not in seen[: Placement.PROMOTE_AFTER] and seen[-30:] == [LOOP] * 30
+
+    total = 2000
+    feed = zsock(zmq.PUSH)
+    feed_port = feed.bind_to_random_port("tcp://127.0.0.1")
+    out = zsock(zmq.PULL)
+    out_port = out.bind_to_random_port("tcp://127.0.0.1")
+    flow = sk.pull(f"tcp://127.0.0.1:{feed_port}") >> where >> sk.push(f"tcp://127.0.0.1:{out_port}")
+    with sk.serve(flow, name="pipe") as pipe:
+        for i in range(total):
+            feed.send(b'{"i":%d}' % i)
+        got = []
+        while len(got) < total and out.poll(10_000):
+            got.append(json.loads(out.recv()))
+        assert len(got) == total, "every message came through"
+        assert pipe.status()["placement"]["where"]["runs"] == "loop"
+        assert [m["where"] for m in got].count(LOOP) >= total - 2 * Placement.PROMOTE_AFTER
