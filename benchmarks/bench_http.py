@@ -77,8 +77,8 @@ def _progress(rate_file: str) -> tuple[int, float]:
 def run(smoke: bool = False) -> dict[str, Any]:
     if wrk_path() is None:
         return {"skipped": "wrk is not installed (make bench installs it)"}
-    rounds = 1 if smoke else 3
-    busy_rounds = 1 if smoke else 5  # a busy main thread makes single runs swing 2-5x: more pairs
+    # a busy main thread makes single runs swing 2-5x, and this VM's idle ones swing 1.5x: more pairs
+    rounds = busy_rounds = 1 if smoke else 5
     seconds = 1.0 if smoke else 3.0
     kinds = KINDS if FASTAPI_PYTHON.exists() else tuple(k for k in KINDS if k != "fastapi-def")
     results: dict[str, Any] = {}

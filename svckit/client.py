@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NoReturn
 
-from .errors import BadMessage, ServiceTimeout, ServiceUnavailable, from_body
+from .errors import BadMessage, ServiceTimeout, ServiceUnavailable, StateError, from_body
+from .placement import crossed, on_loop, waits_here
 
 __all__ = ["Client", "Subscription", "ZmqClient"]
 
@@ -27,6 +28,21 @@ def payload(data: Mapping[str, Any] | None, fields: dict[str, Any]) -> dict[str,
     message = dict(data)
     message.update(fields)
     return message
+
+
+def _crossing(what: str) -> None:
+    """Before a client waits for a reply: noted (a ``def`` stage that calls a client is never
+    moved to the runtime loop). From a stage svckit had moved to the loop, where the reply
+    could be the loop's own to give, refused: that stage runs in the worker pool again from
+    its next call."""
+    if on_loop() is not None:
+        waits_here(f"it called {what} from the loop")
+        raise StateError(
+            f"{what} was called from a def stage running on the svckit runtime loop, where waiting for a "
+            "reply could wait on the loop itself; the stage runs in the worker pool from its next call "
+            "(mark it @sk.service(inline=False) to keep it there)."
+        )
+    crossed()
 
 
 class Client:
@@ -86,6 +102,7 @@ class Client:
         url = f"{self.url}/{action}"
         wait = timeout or self.timeout
         headers = {"Accept": "application/x-ndjson"}
+        _crossing("sk.Client.stream")
         try:
             r = self._session.post(url, data=body, timeout=wait, stream=True, headers=headers)
         except requests.Timeout as exc:
@@ -121,6 +138,7 @@ class Client:
         import requests
 
         url = f"{self.url}/{path}"
+        _crossing("sk.Client")
         try:
             r = self._session.request(method, url, data=body, timeout=timeout or self.timeout)
         except requests.Timeout as exc:
@@ -246,6 +264,7 @@ class ZmqClient:
             frames.append(self.token.encode())
         frames.append(rid.encode())
         wait = self.timeout if timeout is None else timeout
+        _crossing("sk.ZmqClient")
         with self._lock:
             sock = self._connected()
             sock.send_multipart(frames)
@@ -306,6 +325,7 @@ class ZmqClient:
             frames.append(self.token.encode())
         frames.append(rid.encode())
         wait = self.timeout if timeout is None else timeout
+        _crossing("sk.ZmqClient.stream")
         own = ZmqClient(self.addr, timeout=wait, token=self.token, connect_timeout=self.connect_timeout)
         try:
             sock = own._connected(hwm=64)

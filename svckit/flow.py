@@ -28,6 +28,25 @@ def _run_all(runs: tuple[Callable[[dict[str, Any]], None], ...], msg: dict[str, 
         run(msg)
 
 
+def _run_here(
+    runs: tuple[Callable[[dict[str, Any]], None], ...],
+    places: tuple[tuple[Placement, ...] | None, ...],
+    msg: dict[str, Any],
+) -> int:
+    """Run ``runs`` on the loop, in order, while every ``def`` stage of the next one runs on
+    the loop (``places``, one tuple per run; None for one that must stay in the pool); how
+    many ran."""
+    for i, run in enumerate(runs):
+        here = places[i]
+        if here is None:
+            return i
+        for place in here:
+            if not place.loop:
+                return i
+        run(msg)
+    return len(runs)
+
+
 class Flow(Service):
     """Services run one after another on the same message: what ``a >> b`` builds.
 
@@ -158,14 +177,11 @@ class Flow(Service):
             if kind:
                 await item.arun(msg, rt)
                 continue
-            if places is not None:
-                for place in places:
-                    if not place.loop:
-                        break
-                else:  # every def stage of this run of them has proven quick: no hop to the pool
-                    _run_all(item, msg)
-                    continue
-            await rt.blocking(_run_all, item, msg)
+            # the stages proven quick run here, each looked at just before it runs (one moved
+            # back a moment ago, even earlier in this message, does not); the rest, one hop
+            ran = _run_here(item, places, msg)
+            if ran < len(item):
+                await rt.blocking(_run_all, item[ran:] if ran else item, msg)
 
     async def astream(self, msg: dict[str, Any], rt: Any) -> AsyncIterator[dict[str, Any]]:
         """Each message that comes out of the end: the stages after a generator stage run on
@@ -245,20 +261,26 @@ def _wrap(stages: tuple[Service, ...]) -> tuple[Service, ...]:
     return stages
 
 
-def _segments(stages: tuple[Service, ...]) -> tuple[tuple[bool, Any, tuple[Placement, ...] | None], ...]:
-    """Group runs of plain synchronous stages so each run is one hop to the worker pool, or
-    none once every ``def`` stage in it runs on the loop: ``(False, runs, placements)``, the
-    placements None when some part of the run must stay in the pool (a ``def`` middleware, a
-    stage not bound by serving); ``(True, stage, None)`` for a stage with its own step."""
-    out: list[tuple[bool, Any, tuple[Placement, ...] | None]] = []
+def _segments(stages: tuple[Service, ...]) -> tuple[tuple[bool, Any, Any], ...]:
+    """Group runs of plain synchronous stages so each run is one hop to the worker pool, and
+    less once its ``def`` stages are proven quick: ``(False, runs, placements)``, with each
+    run's placements (None for one that must stay in the pool: a ``def`` middleware and what
+    it wraps, a stage not bound by serving); ``(True, stage, None)`` for a stage with its
+    own step."""
+    out: list[tuple[bool, Any, Any]] = []
     pending: list[Service] = []
 
     def flush() -> None:
-        places: list[Placement] | None = []
+        places: list[tuple[Placement, ...] | None] = []
         for stage in pending:
             found = _placements(stage)
-            places = None if found is None or places is None else places + found
-        out.append((False, tuple(stage.run for stage in pending), tuple(places) if places is not None else None))
+            places.append(tuple(found) if found is not None else None)
+            if found is None:  # what runs inside it runs in the pool, whatever its calls take
+                for leaf in stage.leaves():
+                    inner = getattr(leaf, "_place", None)
+                    if inner is not None:
+                        inner.pin("it runs inside a part that stays in the worker pool (a def middleware)")
+        out.append((False, tuple(stage.run for stage in pending), tuple(places)))
         pending.clear()
 
     for stage in stages:
@@ -277,8 +299,9 @@ def _placements(stage: Service) -> list[Placement] | None:
     """Where every ``def`` a synchronous ``stage`` runs is placed (``svckit.placement``): its
     own, or its parts' in a flow or branch; None when some part has none (a ``def``
     middleware, a stage not bound by serving), so the whole must stay in the pool."""
-    if stage._place is not None:
-        return [stage._place]
+    place = getattr(stage, "_place", None)
+    if place is not None:
+        return [place]
     if isinstance(stage, Flow):
         parts: list[Service] = list(stage._body)
     elif isinstance(stage, Branch):

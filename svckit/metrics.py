@@ -28,6 +28,7 @@ from typing import Any
 from .ids import format_request_id
 from .logs import LogBuffer, log_buffer  # where they lived first
 from .placement import Placement, promotion_enabled
+from .placement import _here as here
 
 __all__ = [
     "ERRORS_KEPT",
@@ -163,13 +164,16 @@ def instrument(stage: Any) -> StageTimer:
         stage.arun = timed_arun
     else:
         run: Callable[[dict[str, Any]], None] = stage.run
+        if getattr(stage, "role", "stage") != "stage":
+            return timer  # a source's loop() or a def middleware: always in the pool
         place = stage._place = Placement(stage.name, getattr(stage, "inline", None), promotion_enabled())
         cpu = time.thread_time
-        block = place.BLOCK
+        slow = place.SLOW
 
         def timed_run(msg: dict[str, Any]) -> None:
             __tracebackhide__ = True
             if place.learning:  # in the pool, timed for a promotion to the loop: wall and CPU time
+                crossings = here.crossings
                 used = cpu()
                 start = clock()
                 try:
@@ -177,15 +181,21 @@ def instrument(stage: Any) -> StageTimer:
                 finally:
                     took = clock() - start
                     add(took)
-                    place.pooled(took, cpu() - used)
+                    place.pooled(took, cpu() - used, here.crossings != crossings)
                 return
+            watched = place.loop and here.is_loop  # on the loop: what would make it wait moves it back
+            if watched:
+                here.running = place
             start = clock()
             try:
                 run(msg)
             finally:
                 took = clock() - start
                 add(took)
-                if took > block and place.loop:
+                if watched:
+                    here.running = None
+                if took > slow and place.loop:
+                    place.calls = timer.calls
                     place.timed(took)  # it turned slow: back to the pool for good
 
         stage.run = timed_run

@@ -40,6 +40,9 @@ __all__ = ["Batcher", "Pipeline", "open_pipeline", "source_of"]
 
 logger = logging.getLogger(__name__)
 
+#: The longest a pipeline's consumer goes on taking queued messages without letting the loop turn (s).
+TURN = 0.001
+
 
 class Pipeline:
     """One served source: its producer task, a bounded queue, and consumer tasks."""
@@ -60,6 +63,8 @@ class Pipeline:
         self._consumers: list[asyncio.Task[None]] = []
         self._busy: set[int] = set()
         self.batcher = Batcher(self.runtime)
+        self._turn = 0.0  # when this turn's budget for taking queued messages began (loop time)
+        self._turn_next = False
 
     def drop(self, count: int = 1, size: int = 0) -> None:
         """Count messages the source could not queue (a full queue), with a traffic row."""
@@ -162,7 +167,15 @@ class Pipeline:
         await self._started()
         counted = isinstance(self.source, Source) or getattr(self.source, "_params", None) is None
         while not self.stopping:
-            raw = await queue.get()
+            if queue.empty():
+                raw = await queue.get()
+            elif self._spent():
+                # a backlog of messages whose stages all run on the loop (async def, or def
+                # stages proven quick) never waits: let everything else the runtime serves run
+                await asyncio.sleep(0)
+                continue
+            else:
+                raw = queue.get_nowait()
             if counted:  # what the source emitted, drawn on its box in flow pictures
                 self.source.calls += 1
             self._busy.add(index)
@@ -171,6 +184,22 @@ class Pipeline:
             finally:
                 self._busy.discard(index)
                 queue.task_done()
+
+    def _spent(self) -> bool:
+        """True once this pipeline's consumers, all together, have taken queued messages for
+        ``TURN`` s of this turn of the loop; the next turn starts a new budget (a callback
+        scheduled now runs before the consumers woken in it)."""
+        loop = self.runtime.loop
+        if loop.time() - self._turn <= TURN:
+            return False
+        if not self._turn_next:
+            self._turn_next = True
+            loop.call_soon(self._new_turn)
+        return True
+
+    def _new_turn(self) -> None:
+        self._turn = self.runtime.loop.time()
+        self._turn_next = False
 
     # -- producing: every() and Service.loop() ---------------------------------------
     async def tick(self, fn: Callable[[], Any], seconds: float, output: str) -> None:

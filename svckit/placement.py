@@ -10,13 +10,19 @@ the pool and is watched:
 - **promoted**: once ``PROMOTE_AFTER`` calls in a row have each returned within ``QUICK``
   seconds without waiting (the thread's CPU time is within ``WAIT`` of the wall time: no
   I/O, lock, sleep or call into another thread), it runs on the loop;
+- **never promoted**: a stage whose call crossed into another thread and waited for it
+  (``Runtime.call``/``run_here``, as calling an ``async`` service from a ``def`` does, or
+  one of svckit's clients: on the loop that would wait on the loop itself) stays in the pool;
 - **moved back for good**: a call of a promoted stage that takes longer than ``BLOCK``
-  seconds (on the loop or still in the pool) sends it back to the pool for the life of its
-  served copy, with a warning in the log; ``status()`` and the flow picture show it.
+  seconds, or ``SLOW_CALLS`` calls over ``SLOW`` seconds among its last ``SLOW_WINDOW``
+  (a stage that turned merely slow), or one that asks the loop to wait (it crossed into
+  another thread, or ``sk.Retry`` with a pause), sends it back to the pool for the life of
+  its served copy, with a warning in the log; ``status()`` and the flow picture show it.
 
 The worst a promoted stage that turns slow can do is hold up the loop for the one call in
-which it turned: once it returns, it never runs on the loop again. The call itself cannot be
-cut short (Python cannot stop a thread, and the loop is one). A stage that waits on something
+which it turned (or ``SLOW_CALLS`` calls of under ``BLOCK``): once it is moved back it never
+runs on the loop again, not even later in the same message. The call itself cannot be cut
+short (Python cannot stop a thread, and the loop is one). A stage that waits on something
 every call is never promoted; one that waits only now and then (a cache miss) may be, and then
 blocks the loop once. ``inline=True`` runs a ``def`` on the loop from the first call, never
 moved back; ``inline=False`` keeps it in the pool, never promoted. ``SVCKIT_PROMOTE=0`` in the
@@ -45,12 +51,50 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Any
 
-__all__ = ["Placement", "promotion_enabled"]
+__all__ = ["Placement", "crossed", "mark_loop_thread", "on_loop", "promotion_enabled", "waits_here"]
 
 logger = logging.getLogger("svckit.placement")
+
+
+class _Here(threading.local):
+    #: Calls into another thread made on this thread so far (``crossed``).
+    crossings = 0
+    #: The promoted stage running on this thread (the loop) right now, if any.
+    running: Placement | None = None
+    #: True on the runtime's loop thread (``mark_loop_thread``).
+    is_loop = False
+
+
+_here = _Here()
+
+
+def mark_loop_thread() -> None:
+    """Called by the runtime on its loop thread: promoted stages that run here are watched
+    for what would make the loop wait (``waits_here``)."""
+    _here.is_loop = True
+
+
+def crossed() -> None:
+    """Note that this thread is about to wait for another one (``Runtime.call``, a client
+    request): a stage that does so while it learns is never promoted."""
+    _here.crossings += 1
+
+
+def on_loop() -> Placement | None:
+    """The promoted stage running on this thread right now (the runtime loop), if any."""
+    return _here.running
+
+
+def waits_here(why: str) -> None:
+    """A promoted stage running right now is about to make the loop wait (``why``): it goes
+    back to the pool for good, from its next call. Nothing when no promoted stage runs here."""
+    place = _here.running
+    if place is not None:
+        place.move_back(why)
 
 
 def promotion_enabled() -> bool:
@@ -76,10 +120,27 @@ class Placement:
     WAIT = 0.00005
     #: Quick calls in a row before a stage runs on the loop.
     PROMOTE_AFTER = 200
-    #: A promoted stage's call longer than this sends it back to the pool for good.
+    #: A promoted stage's call longer than this sends it back to the pool for good...
     BLOCK = 0.010
+    #: ...and so do ``SLOW_CALLS`` calls longer than ``SLOW`` among its last ``SLOW_WINDOW``.
+    #: (A quick stage on the loop of a busy kernel now and then waits a switch interval, 5 ms,
+    #: for the GIL mid-call: once, never three times in sixteen calls.)
+    SLOW = 0.002
+    SLOW_CALLS = 3
+    SLOW_WINDOW = 16
 
-    __slots__ = ("forced", "learning", "loop", "loop_calls", "moved_at", "name", "promoted_at", "streak", "why")
+    __slots__ = (
+        "calls",
+        "forced",
+        "learning",
+        "loop",
+        "moved_at",
+        "name",
+        "promoted_at",
+        "slow_at",
+        "streak",
+        "why",
+    )
 
     def __init__(self, name: str, inline: bool | None = None, promote: bool = True) -> None:
         self.name = name
@@ -87,7 +148,8 @@ class Placement:
         self.loop = inline is True
         self.learning = inline is None and promote
         self.streak = 0
-        self.loop_calls = 0  # calls timed while promoted
+        self.calls = 0  # calls timed while promoted (counted by ``timed``'s caller)
+        self.slow_at: list[int] = []  # which of them were over SLOW (the last SLOW_CALLS)
         self.promoted_at: float | None = None
         self.moved_at: float | None = None
         if inline is True:
@@ -104,8 +166,22 @@ class Placement:
         """``"loop"`` or ``"pool"``: where its next call runs."""
         return "loop" if self.loop else "pool"
 
-    def pooled(self, wall: float, cpu: float) -> None:
-        """A call that ran in the pool while ``learning`` took ``wall`` seconds, ``cpu`` of them on the CPU."""
+    def pin(self, why: str) -> None:
+        """Never promote it (``why``): it runs in the pool, whatever its calls take."""
+        if self.learning:
+            self.learning = False
+            self.why = why
+
+    def pooled(self, wall: float, cpu: float, crossed: bool = False) -> None:
+        """A call that ran in the pool while ``learning`` took ``wall`` seconds, ``cpu`` of them
+        on the CPU; ``crossed``: it waited for another thread (never promoted, then)."""
+        if crossed:
+            self.pin("it calls into another thread and waits (the runtime, or a client)")
+            return
+        if self.loop:  # another thread promoted it while this call ran: it counts as a promoted one's
+            if wall > self.BLOCK:
+                self.timed(wall)
+            return
         if wall < self.QUICK and wall - cpu < self.WAIT:
             self.streak += 1
             if self.streak >= self.PROMOTE_AFTER and self.learning:
@@ -118,19 +194,33 @@ class Placement:
             self.streak = 0
 
     def timed(self, wall: float) -> None:
-        """A call of a promoted stage took ``wall`` seconds (wherever it ran): past ``BLOCK``, it
+        """A call of a promoted stage took ``wall`` seconds (wherever it ran), more than
+        ``SLOW``: past ``BLOCK``, or the ``SLOW_CALLS``-th such call in ``SLOW_WINDOW``, it
         goes back to the pool for good."""
-        self.loop_calls += 1
-        if wall > self.BLOCK and self.forced is None and self.loop:
-            self.loop = False
-            self.moved_at = time.time()
-            self.why = f"a call took {_ms(wall)} (more than {_ms(self.BLOCK)})"
-            logger.warning(
-                "stage %r blocked the runtime loop: %s; it runs in the worker pool from now on "
-                "(mark it @sk.service(inline=False) to keep it there from the start).",
-                self.name,
-                self.why,
+        if wall > self.BLOCK:
+            self.move_back(f"a call took {_ms(wall)} (more than {_ms(self.BLOCK)})")
+            return
+        slow = self.slow_at
+        slow.append(self.calls)
+        del slow[: -self.SLOW_CALLS]
+        if len(slow) == self.SLOW_CALLS and slow[-1] - slow[0] < self.SLOW_WINDOW:
+            self.move_back(
+                f"{self.SLOW_CALLS} of {self.SLOW_WINDOW} calls took more than {_ms(self.SLOW)} (the last {_ms(wall)})"
             )
+
+    def move_back(self, why: str) -> None:
+        """Back to the pool for good (``why``), unless ``inline=True`` keeps it on the loop."""
+        if self.forced is not None or not self.loop:
+            return
+        self.loop = False
+        self.moved_at = time.time()
+        self.why = why
+        logger.warning(
+            "stage %r held up the runtime loop: %s; it runs in the worker pool from now on "
+            "(mark it @sk.service(inline=False) to keep it there from the start).",
+            self.name,
+            why,
+        )
 
     def stats(self) -> dict[str, Any]:
         """``{"runs", "why"}``, and when it moved: what ``status()["placement"]`` shows per stage."""

@@ -397,7 +397,8 @@ class RequestPath:
             raise ServiceTimeout(
                 f"Service {self.name!r} did not answer within {seconds} s (the served timeout); it finished "
                 f"{deadlines.loop.time() - deadline + seconds:.2f} s after the request (an async stage that "
-                "computes without awaiting holds the runtime loop: await between steps, or make it a plain def).",
+                "computes without awaiting holds the runtime loop: await between steps, or make it a plain def "
+                "marked inline=False).",
                 service=self.name,
             )
         return result

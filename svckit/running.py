@@ -17,6 +17,7 @@ from typing import Any
 
 from .callables import is_async_callable
 from .errors import ControlFlow, Retry, RetryExhausted
+from .placement import waits_here
 from .runtime import at_shutdown, run_here
 
 __all__ = [
@@ -106,13 +107,21 @@ def retrying(
     __tracebackhide__ = True
     attempts = _Attempts(service)
     if first is not None:
-        time.sleep(attempts.pause(first))
+        _pause(attempts.pause(first))
     while True:
         try:
             step(msg)
             return
         except Retry as retry:
-            time.sleep(attempts.pause(retry))
+            _pause(attempts.pause(retry))
+
+
+def _pause(seconds: float) -> None:
+    """A blocking pause between tries; from a stage svckit had moved to the loop, that stage
+    goes back to the worker pool (from its next call: this pause holds the loop once)."""
+    if seconds > 0:
+        waits_here(f"it asked to be retried (sk.Retry) after {seconds:g} s")
+    time.sleep(seconds)
 
 
 async def aretrying(service: Any, step: Callable[[dict[str, Any]], Any], msg: dict[str, Any]) -> None:

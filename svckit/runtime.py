@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from .errors import StateError
 from .logs import log_buffer
 from .net import raise_fd_limit
+from .placement import crossed, mark_loop_thread, waits_here
 from .pool import WorkerPool
 from .watchdog import Watchdog, threshold_from_env
 
@@ -91,6 +92,7 @@ class Runtime:
             self.watchdog.start()
 
     def _main(self) -> None:
+        mark_loop_thread()
         asyncio.set_event_loop(self.loop)
         self.loop.call_soon(self._ready.set)
         try:
@@ -160,10 +162,15 @@ class Runtime:
         if self.in_runtime():
             if asyncio.iscoroutine(coro):
                 coro.close()
+            # a def stage svckit moved to the loop, calling an async service: from its next call on
+            # it runs in the pool again, where this works
+            waits_here("it called Runtime.call or run_here (an async service) from the loop")
             raise StateError(
                 "Runtime.call() was called from the runtime's own thread, where waiting would "
-                "deadlock; await the coroutine there instead."
+                "deadlock; await the coroutine there instead (a def stage svckit had moved to the loop "
+                "runs in the worker pool again from its next call)."
             )
+        crossed()
         if not asyncio.iscoroutine(coro):
             fn = coro
 

@@ -134,7 +134,7 @@ class Watchdog:
         logger.warning(
             "The svckit runtime loop has not turned for %.1f s: %s holds it, at %s. Nothing else this "
             "runtime serves runs meanwhile (requests, timeouts, sources). Await between steps, or make it "
-            "a plain def so it runs in the worker pool.",
+            "a plain def marked @sk.service(inline=False) so it runs in the worker pool.",
             late,
             held,
             where,
