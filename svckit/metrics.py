@@ -27,7 +27,7 @@ from typing import Any
 
 from .ids import format_request_id
 from .logs import LogBuffer, log_buffer  # where they lived first
-from .placement import Placement, promotion_enabled
+from .placement import Placement, promotion_enabled, timed_codes
 from .placement import _here as here
 
 __all__ = [
@@ -183,22 +183,18 @@ def instrument(stage: Any) -> StageTimer:
                     add(took)
                     place.pooled(took, cpu() - used, here.crossings != crossings)
                 return
-            watched = place.loop and here.is_loop  # on the loop: what would make it wait moves it back
-            if watched:
-                here.running = place
             start = clock()
             try:
                 run(msg)
             finally:
                 took = clock() - start
                 add(took)
-                if watched:
-                    here.running = None
                 if took > slow and place.loop:
                     place.calls = timer.calls
                     place.timed(took)  # it turned slow: back to the pool for good
 
         stage.run = timed_run
+        timed_codes.add(timed_run.__code__)  # where placement.on_loop finds the stage running
     return timer
 
 

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -63,13 +64,15 @@ logger = logging.getLogger("svckit.placement")
 class _Here(threading.local):
     #: Calls into another thread made on this thread so far (``crossed``).
     crossings = 0
-    #: The promoted stage running on this thread (the loop) right now, if any.
-    running: Placement | None = None
     #: True on the runtime's loop thread (``mark_loop_thread``).
     is_loop = False
 
 
 _here = _Here()
+#: The code of the wrappers that time a stage's calls (``metrics.instrument``): a frame of one
+#: holds its stage's placement as ``place``, which is how ``on_loop`` finds the stage running,
+#: at no cost to a call.
+timed_codes: set[Any] = set()
 
 
 def mark_loop_thread() -> None:
@@ -85,14 +88,23 @@ def crossed() -> None:
 
 
 def on_loop() -> Placement | None:
-    """The promoted stage running on this thread right now (the runtime loop), if any."""
-    return _here.running
+    """The promoted stage running on this thread right now, when this is the runtime loop:
+    the innermost timed call on the stack (a look up the stack, for rare paths only)."""
+    if not _here.is_loop:
+        return None
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code in timed_codes:
+            place = frame.f_locals.get("place")
+            return place if isinstance(place, Placement) and place.loop and place.forced is None else None
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
 
 
 def waits_here(why: str) -> None:
     """A promoted stage running right now is about to make the loop wait (``why``): it goes
     back to the pool for good, from its next call. Nothing when no promoted stage runs here."""
-    place = _here.running
+    place = on_loop()
     if place is not None:
         place.move_back(why)
 

@@ -6,6 +6,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import logging
 import threading
@@ -89,11 +90,15 @@ class WorkerPool(concurrent.futures.Executor):
         self.dropped = 0
 
     def run(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """Run ``fn(*args)`` on a worker; the returned future is resolved on ``loop``."""
+        """Run ``fn(*args)`` on a worker, in a copy of the caller's context (its context
+        variables); the returned future is resolved on ``loop``."""
         future: asyncio.Future[T] = loop.create_future()
+        # run in a copy of the caller's context, as asyncio.to_thread does: a def stage sees the
+        # request's context variables in the pool as it does once it runs on the loop
+        call = contextvars.copy_context().run
         with self._lock:
             self._check_open()
-            self._jobs.append((fn, args, loop, future, time.monotonic()))
+            self._jobs.append((call, (fn, *args), loop, future, time.monotonic()))
             if not self._awake:
                 self._start_one()
             elif not self._watching:

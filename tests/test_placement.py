@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import json
 import logging
 import threading
@@ -436,3 +437,60 @@ def test_a_pipeline_working_through_a_backlog_on_the_loop_lets_the_loop_turn(zso
             probe.cancel()
         assert len(gaps) > 1000
         assert max(gaps) < 0.3, f"the loop went {max(gaps):.3f} s without a turn"
+
+
+def test_a_def_stage_sees_the_requests_context_variables_in_the_pool_as_on_the_loop() -> None:
+    user: contextvars.ContextVar[str] = contextvars.ContextVar("user", default="anon")
+
+    @sk.middleware
+    async def who(call: Any, msg: dict[str, Any]) -> dict[str, Any]:
+        user.set(f"user-{msg['n']}")
+        return dict(await call(msg))
+
+    @sk.service
+    def greet(n: int) -> dict[str, Any]:
+        return {"user": user.get(), "where": _thread()}
+
+    with sk.serve(who >> greet, name="greet", http=0) as srv, requests.Session() as s:
+        replies = [_post(s, f"{srv.url}/greet", n=i) for i in range(2 * Placement.PROMOTE_AFTER)]
+    assert replies[0]["where"] != LOOP and replies[-1]["where"] == LOOP
+    assert [r["user"] for r in replies] == [f"user-{i}" for i in range(2 * Placement.PROMOTE_AFTER)]
+
+
+def test_a_promoted_stage_that_starts_calling_into_the_runtime_fails_that_call_and_goes_back() -> None:
+    """On the loop, an async service called from a def stage (``run_here``) or one of svckit's
+    clients would wait on the loop itself: that one call is refused (409) and the stage runs in
+    the pool from the next, where the same call works."""
+
+    @sk.service
+    async def lookup(k: str) -> dict[str, Any]:
+        return {"v": k.upper()}
+
+    with sk.serve(lookup, name="lookup", http=0) as backend:
+        client = sk.Client(backend.url)
+        calls = 0
+
+        @sk.service
+        def cached(k: str, how: str) -> dict[str, Any]:
+            nonlocal calls
+            calls += 1
+            if calls <= 2 * Placement.PROMOTE_AFTER:
+                return {"v": k, "where": _thread()}
+            v = lookup(k=k)["v"] if how == "async" else client.call("lookup", k=k)["v"]
+            return {"v": v, "where": _thread()}
+
+        for how in ("async", "client"):
+            calls = 0
+            with sk.serve(cached, name="cached", http=0) as srv, requests.Session() as s:
+                url = f"{srv.url}/cached"
+                seen = [_post(s, url, k="x", how=how)["where"] for _ in range(2 * Placement.PROMOTE_AFTER)]
+                assert seen[-1] == LOOP
+                refused = s.post(url, json={"k": "x", "how": how}, timeout=30)
+                assert refused.status_code == 409, refused.text
+                assert "worker pool" in refused.json()["error"]["message"]
+                again = _post(s, url, k="x", how=how)
+                assert again == {"k": "x", "how": how, "v": "X", "where": again["where"]}
+                assert again["where"] != LOOP
+                placed = srv.status()["placement"]["cached"]
+                assert placed["runs"] == "pool" and "from the loop" in placed["why"], placed
+        client.close()
