@@ -41,7 +41,7 @@ __all__ = ["Batcher", "Pipeline", "open_pipeline", "source_of"]
 logger = logging.getLogger(__name__)
 
 #: The longest a pipeline's consumer goes on taking queued messages without letting the loop turn (s).
-TURN = 0.001
+TURN = 0.005
 
 
 class Pipeline:

@@ -131,7 +131,7 @@ class Placement:
     #: ...and spent at most this long off the CPU (waiting on I/O, a lock, a sleep).
     WAIT = 0.00005
     #: Quick calls in a row before a stage runs on the loop.
-    PROMOTE_AFTER = 200
+    PROMOTE_AFTER = 100
     #: A promoted stage's call longer than this sends it back to the pool for good...
     BLOCK = 0.010
     #: ...and so do ``SLOW_CALLS`` calls longer than ``SLOW`` among its last ``SLOW_WINDOW``.

@@ -650,7 +650,7 @@ def service(
     Once served, a plain ``def`` starts in the runtime's worker pool, so a slow or blocking
     function never stalls the loop (as FastAPI does with ``def`` endpoints); an
     ``async def`` runs on the loop itself. A ``def`` that has returned quickly, without
-    waiting on anything, 200 calls in a row then runs on the loop too: that saves the hop
+    waiting on anything, 100 calls in a row then runs on the loop too: that saves the hop
     to the pool (tens of microseconds, and two waits for the GIL when a cell keeps the
     kernel busy). If one of its calls there takes more than 10 ms, it goes back to the pool
     for good (logged, and shown by ``status()`` and the flow picture): a function that
