@@ -435,7 +435,7 @@ def test_a_pipeline_working_through_a_backlog_on_the_loop_lets_the_loop_turn(zso
             wait_for(lambda: pipe.status()["replied"] >= 2000, timeout=60, what="the backlog handled")
         finally:
             probe.cancel()
-        assert len(gaps) > 1000
+        assert len(gaps) > 200  # about one a 5 ms budget; 19 when a consumer took the whole queue
         assert max(gaps) < 0.3, f"the loop went {max(gaps):.3f} s without a turn"
 
 
