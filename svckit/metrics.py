@@ -164,9 +164,11 @@ def instrument(stage: Any) -> StageTimer:
         stage.arun = timed_arun
     else:
         run: Callable[[dict[str, Any]], None] = stage.run
-        if getattr(stage, "role", "stage") != "stage":
-            return timer  # a source's loop() or a def middleware: always in the pool
-        place = stage._place = Placement(stage.name, getattr(stage, "inline", None), promotion_enabled())
+        # a source's or a def middleware's calls stay where they are: timed, never placed
+        placed = getattr(stage, "role", "stage") == "stage"
+        place = Placement(stage.name, getattr(stage, "inline", None) if placed else False, promotion_enabled())
+        if placed:
+            stage._place = place
         cpu = time.thread_time
         slow = place.SLOW
 

@@ -494,3 +494,20 @@ def test_a_promoted_stage_that_starts_calling_into_the_runtime_fails_that_call_a
                 placed = srv.status()["placement"]["cached"]
                 assert placed["runs"] == "pool" and "from the loop" in placed["why"], placed
         client.close()
+
+
+def test_def_middleware_keeps_its_stages_in_the_pool_and_is_not_placed() -> None:
+    @sk.middleware
+    def around(call: Any, msg: dict[str, Any]) -> dict[str, Any]:
+        return dict(call(msg))
+
+    @sk.service
+    def inner(n: int) -> dict[str, Any]:
+        return {"where": _thread()}
+
+    with sk.serve(around >> inner, name="wrapped", http=0) as srv, requests.Session() as s:
+        seen = {_post(s, f"{srv.url}/wrapped", n=i)["where"] for i in range(2 * Placement.PROMOTE_AFTER)}
+        assert LOOP not in seen
+        placement = srv.status()["placement"]
+        assert set(placement) == {"inner"}, "a middleware is not placed"
+        assert placement["inner"]["runs"] == "pool" and "def middleware" in placement["inner"]["why"]
